@@ -1,0 +1,32 @@
+import { createHash, randomBytes } from "node:crypto";
+
+/** 32 bytes of CSPRNG output = 256 bits, base64url without padding = 43 characters. */
+const ID_BYTES = 32;
+const ID_PATTERN = /^[A-Za-z0-9_-]{43}$/;
+
+/** A new session ID. It lives only in the cookie: stores, logs and bodies see derived values. */
+export function newSessionId(): string {
+  return randomBytes(ID_BYTES).toString("base64url");
+}
+
+/** Whether `value` has the exact shape of an ID we issue; checked before any hashing or store access. */
+export function isWellFormedSessionId(value: string): boolean {
+  return value.length === 43 && ID_PATTERN.test(value);
+}
+
+/**
+ * The key a store files the session under: SHA-256 of the ID. Knowing a key does not
+ * give the ID, and lookups by key do not leak the ID through timing.
+ */
+export function storeKeyOf(sessionId: string): string {
+  return createHash("sha256").update(sessionId).digest("base64url");
+}
+
+/**
+ * A public, non-secret name for a session derived from its store key: it goes in logs
+ * (the `session` field) and in the list of a user's sessions, and cannot be turned back
+ * into the key or the ID.
+ */
+export function handleOf(storeKey: string): string {
+  return createHash("sha256").update("handle:").update(storeKey).digest("base64url").slice(0, 16);
+}

@@ -1,0 +1,320 @@
+import { randomBytes } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SessionValueError } from "../../src/core/errors.js";
+import type { SessionMeta, SessionStore, StoredSession } from "../../src/core/store.js";
+
+/** What a store's test file hands the conformance suite. */
+export interface StoreHarness {
+  store: SessionStore;
+  /** A second store instance on the same backend (another connection, as another process would have). */
+  second?: SessionStore;
+  /** Remaining lifetime of `key` as the backend itself enforces it (Redis PTTL, SQLite column, …), or undefined when absent. */
+  backendExpiryMs(key: string): Promise<number | undefined>;
+  /** Damages the stored record under `key` the way a crash or a bad write could (bad meta, half-written record). Absent for stores that hold live objects. */
+  corrupt?(key: string): Promise<void>;
+  /** Whether anything at all is stored under `key` in the backend, expired or not. */
+  holdsAnything(key: string): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+const HOUR = 3_600_000;
+
+export function newKey(): string {
+  return randomBytes(32).toString("base64url");
+}
+
+export function metaFor(now: number, overrides: Partial<SessionMeta> = {}): SessionMeta {
+  return { createdAt: now, lastSeenAt: now, absoluteExpiresAt: now + 2 * HOUR, expiresAt: now + HOUR, ...overrides };
+}
+
+function record(fields: Record<string, string>, meta: SessionMeta = metaFor(Date.now())): StoredSession {
+  return { meta, fields: new Map(Object.entries(fields)) };
+}
+
+const noTouch = () => ({ now: Date.now(), idleTimeoutMs: HOUR, touchIntervalMs: HOUR });
+
+/**
+ * The contract of `SessionStore` (src/core/store.ts) as tests. Every store, and every
+ * Redis client behind the Redis store, runs this suite; a store is done when it passes.
+ */
+export function describeStoreConformance(name: string, open: () => Promise<StoreHarness>): void {
+  describe(`store conformance: ${name}`, () => {
+    let harness: StoreHarness;
+    let store: SessionStore;
+    beforeAll(async () => {
+      harness = await open();
+      store = harness.store;
+    });
+    afterAll(async () => {
+      await harness?.close();
+    });
+
+    it("answers ping", async () => {
+      await expect(store.ping()).resolves.toBeUndefined();
+    });
+
+    it("loads undefined for a key never written", async () => {
+      expect(await store.load(newKey(), noTouch())).toBeUndefined();
+    });
+
+    it("creates and loads a record with its meta and fields", async () => {
+      const key = newKey();
+      const now = Date.now();
+      const meta = metaFor(now, { userId: "ada", userAgent: "curl/8" });
+      expect(await store.create(key, record({ a: '"x"', n: "1" }, meta))).toBe(true);
+      const loaded = await store.load(key, noTouch());
+      expect(loaded?.meta).toEqual(meta);
+      expect(Object.fromEntries(loaded?.fields ?? [])).toEqual({ a: '"x"', n: "1" });
+    });
+
+    it("refuses to create over a live record and leaves it intact", async () => {
+      const key = newKey();
+      await store.create(key, record({ a: "1" }));
+      expect(await store.create(key, record({ a: "2" }))).toBe(false);
+      expect((await store.load(key, noTouch()))?.fields.get("a")).toBe("1");
+    });
+
+    it("applies sets and deletes to the named fields only", async () => {
+      const key = newKey();
+      await store.create(key, record({ keep: '"k"', change: '"old"', drop: "true" }));
+      expect(await store.apply(key, { set: new Map([["change", '"new"'], ["add", "[1,2]"]]), delete: ["drop"], now: Date.now() })).toBe(true);
+      const loaded = await store.load(key, noTouch());
+      expect(Object.fromEntries(loaded?.fields ?? [])).toEqual({ keep: '"k"', change: '"new"', add: "[1,2]" });
+    });
+
+    it("overwrites a field", async () => {
+      const key = newKey();
+      await store.create(key, record({ a: '"first"' }));
+      await store.apply(key, { set: new Map([["a", '"second"']]), now: Date.now() });
+      await store.apply(key, { set: new Map([["a", '"third"']]), now: Date.now() });
+      expect((await store.load(key, noTouch()))?.fields.get("a")).toBe('"third"');
+    });
+
+    it("updates meta through apply, including the expiry", async () => {
+      const key = newKey();
+      const now = Date.now();
+      await store.create(key, record({}, metaFor(now)));
+      expect(await store.apply(key, { meta: { userId: "grace", expiresAt: now + 2 * HOUR - 1 }, now })).toBe(true);
+      const loaded = await store.load(key, noTouch());
+      expect(loaded?.meta.userId).toBe("grace");
+      expect(loaded?.meta.expiresAt).toBe(now + 2 * HOUR - 1);
+      const remaining = await harness.backendExpiryMs(key);
+      expect(remaining).toBeGreaterThan(HOUR + 30 * 60_000);
+    });
+
+    it("never resurrects: apply, increment, compare-and-set and rotate on a destroyed record write nothing", async () => {
+      const key = newKey();
+      await store.create(key, record({ a: "1" }));
+      await store.destroy(key);
+      const now = Date.now();
+      expect(await store.apply(key, { set: new Map([["a", "2"]]), now })).toBe(false);
+      expect(await store.apply(key, { meta: { lastSeenAt: now }, now })).toBe(false);
+      expect(await store.increment(key, "a", 1, now)).toBeUndefined();
+      expect(await store.compareAndSet(key, "a", "1", "3", now)).toBe("gone");
+      expect(await store.compareAndSet(key, "b", undefined, "3", now)).toBe("gone");
+      expect(await store.rotate(key, newKey(), {}, now)).toBeUndefined();
+      expect(await store.load(key, noTouch())).toBeUndefined();
+      expect(await harness.holdsAnything(key)).toBe(false);
+    });
+
+    it("destroys a missing record without error", async () => {
+      await expect(store.destroy(newKey())).resolves.toBeUndefined();
+    });
+
+    it("expires records: absent after expiresAt, and writes after it refused", async () => {
+      const key = newKey();
+      const now = Date.now();
+      await store.create(key, record({ a: "1" }, metaFor(now, { expiresAt: now + 300 })));
+      expect(await store.load(key, noTouch())).toBeDefined();
+      await new Promise((resolve) => setTimeout(resolve, 450));
+      const later = Date.now();
+      expect(await store.load(key, { now: later, idleTimeoutMs: HOUR, touchIntervalMs: 0 })).toBeUndefined();
+      expect(await store.apply(key, { set: new Map([["a", "2"]]), now: later })).toBe(false);
+      expect(await store.increment(key, "a", 1, later)).toBeUndefined();
+      expect(await store.create(key, record({ a: "3" }))).toBe(true);
+    });
+
+    it("keeps an expiry on every record in the backend", async () => {
+      const key = newKey();
+      await store.create(key, record({ a: "1" }));
+      const remaining = await harness.backendExpiryMs(key);
+      expect(remaining).toBeGreaterThan(HOUR - 60_000);
+      expect(remaining).toBeLessThanOrEqual(HOUR);
+    });
+
+    it("stores unicode, falsy, empty and large values and awkward keys exactly", async () => {
+      const key = newKey();
+      const fields = {
+        "ключ 🔑": JSON.stringify("значение 🚀 \u0000 \u2028"),
+        zero: "0",
+        false: "false",
+        null: "null",
+        emptyString: '""',
+        emptyArray: "[]",
+        emptyObject: "{}",
+        __proto__: '{"polluted":true}',
+        constructor: '"c"',
+        prototype: '"p"',
+        hasOwnProperty: '"h"',
+        "": '"empty key"',
+        "a:b{c}": '"separators"',
+        large: JSON.stringify("x".repeat(1_000_000)),
+      };
+      const entries = Object.entries(fields);
+      const created: StoredSession = { meta: metaFor(Date.now()), fields: new Map(entries) };
+      created.fields.set("__proto__", '{"polluted":true}');
+      await store.create(key, created);
+      const loaded = await store.load(key, noTouch());
+      expect(loaded?.fields.size).toBe(created.fields.size);
+      for (const [field, value] of created.fields) expect(loaded?.fields.get(field)).toBe(value);
+      expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    });
+
+    it("increments: absent counts as 0, and the new value is returned", async () => {
+      const key = newKey();
+      const now = Date.now();
+      await store.create(key, record({}));
+      expect(await store.increment(key, "visits", 1, now)).toBe(1);
+      expect(await store.increment(key, "visits", 5, now)).toBe(6);
+      expect(await store.increment(key, "visits", -2, now)).toBe(4);
+      expect((await store.load(key, noTouch()))?.fields.get("visits")).toBe("4");
+    });
+
+    it("rejects an increment of a non-integer with SessionValueError", async () => {
+      const key = newKey();
+      await store.create(key, record({ name: '"ada"', fraction: "1.5" }));
+      await expect(store.increment(key, "name", 1, Date.now())).rejects.toBeInstanceOf(SessionValueError);
+      await expect(store.increment(key, "fraction", 1, Date.now())).rejects.toBeInstanceOf(SessionValueError);
+    });
+
+    it("applies 200 concurrent increments exactly, from two store instances", async () => {
+      const key = newKey();
+      await store.create(key, record({ visits: "0" }));
+      const stores = [store, harness.second ?? store];
+      const results = await Promise.all(
+        Array.from({ length: 200 }, (_, i) => (stores[i % 2] as SessionStore).increment(key, "visits", 1, Date.now())),
+      );
+      expect(new Set(results).size).toBe(200);
+      expect(Math.max(...(results as number[]))).toBe(200);
+      expect((await store.load(key, noTouch()))?.fields.get("visits")).toBe("200");
+    });
+
+    it("compare-and-set: ok on a match, conflict on a mismatch, absent expected, delete", async () => {
+      const key = newKey();
+      const now = Date.now();
+      await store.create(key, record({ a: '"one"' }));
+      expect(await store.compareAndSet(key, "a", '"one"', '"two"', now)).toBe("ok");
+      expect(await store.compareAndSet(key, "a", '"one"', '"three"', now)).toBe("conflict");
+      expect(await store.compareAndSet(key, "b", undefined, "1", now)).toBe("ok");
+      expect(await store.compareAndSet(key, "b", undefined, "2", now)).toBe("conflict");
+      expect(await store.compareAndSet(key, "a", '"two"', undefined, now)).toBe("ok");
+      const loaded = await store.load(key, noTouch());
+      expect(Object.fromEntries(loaded?.fields ?? [])).toEqual({ b: "1" });
+    });
+
+    it("compare-and-set retried by 100 concurrent writers loses no append", async () => {
+      const key = newKey();
+      await store.create(key, record({ list: "[]" }));
+      const stores = [store, harness.second ?? store];
+      await Promise.all(
+        Array.from({ length: 100 }, async (_, i) => {
+          const own = stores[i % 2] as SessionStore;
+          for (;;) {
+            const current = (await own.load(key, noTouch()))?.fields.get("list") ?? "[]";
+            const next = JSON.stringify([...(JSON.parse(current) as number[]), i]);
+            if ((await own.compareAndSet(key, "list", current, next, Date.now())) === "ok") return;
+          }
+        }),
+      );
+      const list = JSON.parse((await store.load(key, noTouch()))?.fields.get("list") ?? "[]") as number[];
+      expect(list).toHaveLength(100);
+      expect(new Set(list).size).toBe(100);
+    });
+
+    it("rotates: the record moves with its fields, the old key is dead, meta is applied", async () => {
+      const from = newKey();
+      const to = newKey();
+      const now = Date.now();
+      await store.create(from, record({ visits: "3", name: '"ada"' }, metaFor(now)));
+      const moved = await store.rotate(from, to, { userId: "ada", createdAt: now + 1 }, now);
+      expect(moved?.meta.userId).toBe("ada");
+      expect(moved?.meta.createdAt).toBe(now + 1);
+      expect(Object.fromEntries(moved?.fields ?? [])).toEqual({ visits: "3", name: '"ada"' });
+      expect(await store.load(from, noTouch())).toBeUndefined();
+      expect(await store.apply(from, { set: new Map([["x", "1"]]), now })).toBe(false);
+      expect(await harness.holdsAnything(from)).toBe(false);
+      const loaded = await store.load(to, noTouch());
+      expect(loaded?.fields.get("visits")).toBe("3");
+      expect(loaded?.meta.userId).toBe("ada");
+      expect(await harness.backendExpiryMs(to)).toBeGreaterThan(0);
+    });
+
+    it("touches on load when due, never past the absolute deadline", async () => {
+      const key = newKey();
+      const created = Date.now() - 10_000;
+      await store.create(key, record({}, metaFor(created, { absoluteExpiresAt: created + 30_000, expiresAt: created + 20_000 })));
+      const untouched = await store.load(key, { now: Date.now(), idleTimeoutMs: 60_000, touchIntervalMs: 60_000 });
+      expect(untouched?.meta.lastSeenAt).toBe(created);
+      const now = Date.now();
+      const touched = await store.load(key, { now, idleTimeoutMs: 60_000, touchIntervalMs: 1000 });
+      expect(touched?.meta.lastSeenAt).toBe(now);
+      expect(touched?.meta.expiresAt).toBe(created + 30_000);
+      const again = await store.load(key, noTouch());
+      expect(again?.meta.expiresAt).toBe(created + 30_000);
+      expect(await harness.backendExpiryMs(key)).toBeLessThanOrEqual(created + 30_000 - Date.now() + 50);
+    });
+
+    it("treats a corrupted record as absent and removes it", async (context) => {
+      if (harness.corrupt === undefined) return context.skip();
+      const key = newKey();
+      await store.create(key, record({ a: "1" }));
+      await harness.corrupt(key);
+      expect(await store.load(key, noTouch())).toBeUndefined();
+      expect(await harness.holdsAnything(key)).toBe(false);
+    });
+
+    describe("optional abilities", () => {
+      it("lists, and destroys, the sessions of one user only", async (context) => {
+        if (store.listByUser === undefined || store.destroyByUser === undefined) return context.skip();
+        const user = `user-${newKey().slice(0, 8)}`;
+        const other = `other-${newKey().slice(0, 8)}`;
+        const now = Date.now();
+        const [a, b, c, anon] = [newKey(), newKey(), newKey(), newKey()];
+        await store.create(a, record({}, metaFor(now, { userId: user, userAgent: "ua-a" })));
+        await store.create(b, record({}, metaFor(now, { userId: user, userAgent: "ua-b" })));
+        await store.create(c, record({}, metaFor(now, { userId: other })));
+        await store.create(anon, record({}));
+        const rotated = newKey();
+        await store.rotate(anon, rotated, { userId: user }, now);
+        const listed = await store.listByUser(user, Date.now());
+        expect(listed.map((entry) => entry.key).sort()).toEqual([a, b, rotated].sort());
+        expect(listed.find((entry) => entry.key === a)?.meta.userAgent).toBe("ua-a");
+        await store.destroy(b);
+        expect((await store.listByUser(user, Date.now())).map((entry) => entry.key).sort()).toEqual([a, rotated].sort());
+        expect(await store.destroyByUser(user, Date.now())).toBe(2);
+        expect(await store.listByUser(user, Date.now())).toEqual([]);
+        expect(await store.load(a, noTouch())).toBeUndefined();
+        expect(await store.load(rotated, noTouch())).toBeUndefined();
+        expect((await store.listByUser(other, Date.now())).map((entry) => entry.key)).toEqual([c]);
+      });
+
+      it("leaves expired sessions out of a user's list", async (context) => {
+        if (store.listByUser === undefined) return context.skip();
+        const user = `user-${newKey().slice(0, 8)}`;
+        const now = Date.now();
+        const live = newKey();
+        await store.create(live, record({}, metaFor(now, { userId: user })));
+        await store.create(newKey(), record({}, metaFor(now, { userId: user, expiresAt: now + 100 })));
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        expect((await store.listByUser(user, Date.now())).map((entry) => entry.key)).toEqual([live]);
+      });
+
+      it("counts live sessions", async (context) => {
+        if (store.count === undefined) return context.skip();
+        const before = await store.count(Date.now());
+        await store.create(newKey(), record({}));
+        expect(await store.count(Date.now())).toBe(before + 1);
+      });
+    });
+  });
+}
