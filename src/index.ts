@@ -1,21 +1,21 @@
-export { SessionManager, type SessionManagerOptions, type RequestInfo, type UserSession } from "./core/manager.js";
-export { Session, type SessionData, type SessionInfo, type SessionStatus, type ResponseHeaders } from "./core/session.js";
 export type { CookieOptions } from "./core/cookie.js";
-export type { SessionEvent, SessionEventListener } from "./core/events.js";
 export {
-  SessionError,
   SessionConfigError,
-  StoreUnavailableError,
-  SessionValueError,
   SessionConflictError,
+  SessionError,
   SessionStateError,
+  SessionValueError,
+  StoreUnavailableError,
 } from "./core/errors.js";
+export type { SessionEvent, SessionEventListener } from "./core/events.js";
+export { type RequestInfo, SessionManager, type SessionManagerOptions, type UserSession } from "./core/manager.js";
+export { type ResponseHeaders, Session, type SessionData, type SessionInfo, type SessionStatus } from "./core/session.js";
 export type {
+  CompareAndSetResult,
+  LoadOptions,
+  SessionChange,
+  SessionMeta,
   SessionStore,
   StoredSession,
-  SessionMeta,
-  SessionChange,
-  LoadOptions,
-  CompareAndSetResult,
   UserSessionEntry,
 } from "./core/store.js";

@@ -49,13 +49,17 @@ export function resolveCookieOptions(options: CookieOptions = {}): ResolvedCooki
     persistent: options.persistent ?? true,
   };
   if (!COOKIE_NAME_PATTERN.test(resolved.name)) {
-    throw new SessionConfigError(`cookie.name ${JSON.stringify(resolved.name)} is not a valid cookie name: use letters, digits and !#$%&'*+-.^_\`|~`);
+    throw new SessionConfigError(
+      `cookie.name ${JSON.stringify(resolved.name)} is not a valid cookie name: use letters, digits and !#$%&'*+-.^_\`|~`,
+    );
   }
   if (!["lax", "strict", "none"].includes(resolved.sameSite)) {
     throw new SessionConfigError(`cookie.sameSite must be "lax", "strict" or "none", not ${JSON.stringify(resolved.sameSite)}`);
   }
   if (resolved.sameSite === "none" && resolved.secure !== true) {
-    throw new SessionConfigError('cookie.sameSite "none" requires cookie.secure: true (browsers drop SameSite=None cookies without Secure)');
+    throw new SessionConfigError(
+      'cookie.sameSite "none" requires cookie.secure: true (browsers drop SameSite=None cookies without Secure)',
+    );
   }
   if (resolved.name.startsWith("__Host-") && (resolved.secure !== true || resolved.path !== "/" || resolved.domain !== undefined)) {
     throw new SessionConfigError('a "__Host-" cookie requires cookie.secure: true, cookie.path "/" and no cookie.domain');

@@ -1,4 +1,4 @@
-import { type CookieOptions, SessionCookie, resolveCookieOptions, validateSecrets } from "./cookie.js";
+import { type CookieOptions, resolveCookieOptions, SessionCookie, validateSecrets } from "./cookie.js";
 import { SessionConfigError, SessionError, StoreUnavailableError } from "./errors.js";
 import type { SessionEvent, SessionEventListener } from "./events.js";
 import { handleOf } from "./ids.js";
@@ -64,18 +64,26 @@ export class SessionManager<Data extends SessionData = SessionData> {
   readonly #storeTimeoutMs: number;
 
   constructor(options: SessionManagerOptions) {
-    if (options === null || typeof options !== "object") throw new SessionConfigError("SessionManager needs an options object with a store");
+    if (options === null || typeof options !== "object")
+      throw new SessionConfigError("SessionManager needs an options object with a store");
     const { store } = options;
     for (const method of ["load", "create", "apply", "increment", "compareAndSet", "rotate", "destroy", "ping"] as const) {
       if (typeof store?.[method] !== "function") {
-        throw new SessionConfigError(`options.store is not a SessionStore: it has no ${method}() method; use MemoryStore, SqliteStore or RedisStore`);
+        throw new SessionConfigError(
+          `options.store is not a SessionStore: it has no ${method}() method; use MemoryStore, SqliteStore or RedisStore`,
+        );
       }
     }
     const idleTimeoutMs = positiveInteger("idleTimeoutMs", options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs);
     const absoluteTimeoutMs = positiveInteger("absoluteTimeoutMs", options.absoluteTimeoutMs ?? DEFAULTS.absoluteTimeoutMs);
-    const touchIntervalMs = nonNegativeInteger("touchIntervalMs", options.touchIntervalMs ?? Math.min(MINUTE, Math.floor(idleTimeoutMs / 10)));
+    const touchIntervalMs = nonNegativeInteger(
+      "touchIntervalMs",
+      options.touchIntervalMs ?? Math.min(MINUTE, Math.floor(idleTimeoutMs / 10)),
+    );
     if (touchIntervalMs >= idleTimeoutMs) {
-      throw new SessionConfigError(`touchIntervalMs (${touchIntervalMs}) must be shorter than idleTimeoutMs (${idleTimeoutMs}), or sessions in use would expire`);
+      throw new SessionConfigError(
+        `touchIntervalMs (${touchIntervalMs}) must be shorter than idleTimeoutMs (${idleTimeoutMs}), or sessions in use would expire`,
+      );
     }
     this.#storeTimeoutMs = positiveInteger("storeTimeoutMs", options.storeTimeoutMs ?? DEFAULTS.storeTimeoutMs);
     this.#trustProxy = options.trustProxy ?? false;
@@ -214,9 +222,13 @@ async function callWithDeadline<T>(
     const failure =
       error instanceof StoreUnavailableError
         ? error
-        : new StoreUnavailableError(`the ${storeKind} store failed ${operation}: ${(error as Error)?.message ?? String(error)}`, operation, {
-            cause: error,
-          });
+        : new StoreUnavailableError(
+            `the ${storeKind} store failed ${operation}: ${(error as Error)?.message ?? String(error)}`,
+            operation,
+            {
+              cause: error,
+            },
+          );
     emit({ type: "store-error", operation, error: failure });
     throw failure;
   } finally {

@@ -145,8 +145,7 @@ export class Session<Data extends SessionData = SessionData> {
   async set(values: Partial<Data>): Promise<void>;
   async set<K extends keyof Data & string>(key: K, value: Data[K]): Promise<void>;
   async set(keyOrValues: string | Record<string, unknown>, value?: unknown): Promise<void> {
-    const entries: [string, unknown][] =
-      typeof keyOrValues === "string" ? [[keyOrValues, value]] : Object.entries(keyOrValues);
+    const entries: [string, unknown][] = typeof keyOrValues === "string" ? [[keyOrValues, value]] : Object.entries(keyOrValues);
     const toSet = new Map<string, string>();
     const toDelete: string[] = [];
     for (const [key, entryValue] of entries) {
@@ -189,7 +188,8 @@ export class Session<Data extends SessionData = SessionData> {
    */
   async increment(key: keyof Data & string, by = 1): Promise<number> {
     assertKey(key);
-    if (!Number.isSafeInteger(by)) throw new SessionValueError(`increment(${JSON.stringify(key)}, by): by must be a safe integer, got ${String(by)}`);
+    if (!Number.isSafeInteger(by))
+      throw new SessionValueError(`increment(${JSON.stringify(key)}, by): by must be a safe integer, got ${String(by)}`);
     return this.#exclusive(async () => {
       await this.#load();
       this.#assertWritable();

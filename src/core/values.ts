@@ -9,7 +9,9 @@ export function encodeValue(key: string, value: unknown): string {
     throw new SessionValueError(`session value for ${JSON.stringify(key)} cannot be stored as JSON: ${(error as Error).message}`);
   }
   if (json === undefined) {
-    throw new SessionValueError(`session value for ${JSON.stringify(key)} cannot be stored as JSON (${typeof value}); use delete() to remove a key`);
+    throw new SessionValueError(
+      `session value for ${JSON.stringify(key)} cannot be stored as JSON (${typeof value}); use delete() to remove a key`,
+    );
   }
   return json;
 }

@@ -69,9 +69,11 @@ export class MemoryStore implements SessionStore {
     const record = this.#live(key, now);
     if (record === undefined) return undefined;
     const current = record.fields.get(field) ?? "0";
-    if (!INTEGER_PATTERN.test(current)) throw new SessionValueError(`increment(${JSON.stringify(field)}): the stored value is not an integer`);
+    if (!INTEGER_PATTERN.test(current))
+      throw new SessionValueError(`increment(${JSON.stringify(field)}): the stored value is not an integer`);
     const next = Number(current) + by;
-    if (!Number.isSafeInteger(next)) throw new SessionValueError(`increment(${JSON.stringify(field)}): the result leaves the safe integer range`);
+    if (!Number.isSafeInteger(next))
+      throw new SessionValueError(`increment(${JSON.stringify(field)}): the result leaves the safe integer range`);
     record.fields.set(field, String(next));
     return next;
   }

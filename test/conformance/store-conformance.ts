@@ -77,7 +77,16 @@ export function describeStoreConformance(name: string, open: () => Promise<Store
     it("applies sets and deletes to the named fields only", async () => {
       const key = newKey();
       await store.create(key, record({ keep: '"k"', change: '"old"', drop: "true" }));
-      expect(await store.apply(key, { set: new Map([["change", '"new"'], ["add", "[1,2]"]]), delete: ["drop"], now: Date.now() })).toBe(true);
+      expect(
+        await store.apply(key, {
+          set: new Map([
+            ["change", '"new"'],
+            ["add", "[1,2]"],
+          ]),
+          delete: ["drop"],
+          now: Date.now(),
+        }),
+      ).toBe(true);
       const loaded = await store.load(key, noTouch());
       expect(Object.fromEntries(loaded?.fields ?? [])).toEqual({ keep: '"k"', change: '"new"', add: "[1,2]" });
     });

@@ -1,4 +1,5 @@
 import { MemoryStore } from "../../src/stores/memory.js";
+import { describeSessionConformance } from "../conformance/session-conformance.js";
 import { describeStoreConformance } from "../conformance/store-conformance.js";
 
 describeStoreConformance("memory", async () => {
@@ -15,4 +16,9 @@ describeStoreConformance("memory", async () => {
     },
     close: () => store.dispose(),
   };
+});
+
+describeSessionConformance("memory", async () => {
+  const store = new MemoryStore();
+  return { store, close: () => store.dispose() };
 });
