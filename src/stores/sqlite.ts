@@ -1,0 +1,499 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import Database from "better-sqlite3";
+import { SessionConfigError, SessionValueError } from "../core/errors.js";
+import type {
+  CompareAndSetResult,
+  LoadOptions,
+  SessionChange,
+  SessionMeta,
+  SessionStore,
+  StoredSession,
+  UserSessionEntry,
+} from "../core/store.js";
+
+/** Options of {@link SqliteStore}: give either `path` or `database`, not both. */
+export interface SqliteStoreOptions {
+  /**
+   * The database file, created with its parent folder when missing. Default `./data/sessions.db`.
+   * Several processes may share one file.
+   */
+  path?: string;
+  /**
+   * An open connection to use instead of opening `path`. The store configures it (WAL, foreign
+   * keys, busy timeout), creates its tables in it, and leaves it open on `dispose()`.
+   */
+  database?: Database.Database;
+  /** How often expired sessions are deleted. Default 60 s. */
+  sweepIntervalMs?: number;
+  /**
+   * How long a write waits for another connection (or process) holding the write lock
+   * before failing. Default 500 ms.
+   */
+  busyTimeoutMs?: number;
+}
+
+/** The schema version this code writes, kept in `PRAGMA user_version` so that a later version can migrate. */
+const SCHEMA_VERSION = 1;
+const DEFAULT_PATH = "./data/sessions.db";
+/** `setInterval` fires at once for delays past 2^31 - 1 ms. */
+const MAX_TIMER_MS = 2_147_483_647;
+/** Rows deleted per sweep statement, so that a large sweep never holds the write lock for long. */
+const SWEEP_BATCH = 1000;
+const INTEGER_PATTERN = /^-?\d+$/;
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS sessionstore_sessions (
+    key TEXT PRIMARY KEY NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    absolute_expires_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    user_id TEXT,
+    user_agent TEXT
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS sessionstore_sessions_user_id ON sessionstore_sessions (user_id);
+  CREATE INDEX IF NOT EXISTS sessionstore_sessions_expires_at ON sessionstore_sessions (expires_at);
+  CREATE TABLE IF NOT EXISTS sessionstore_fields (
+    session_key TEXT NOT NULL,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (session_key, field),
+    FOREIGN KEY (session_key) REFERENCES sessionstore_sessions (key) ON DELETE CASCADE ON UPDATE CASCADE
+  ) WITHOUT ROWID;
+`;
+
+/** A session row as SQLite returns it: columns are loosely typed, so nothing is trusted before `toMeta`. */
+interface SessionRow {
+  key: unknown;
+  created_at: unknown;
+  last_seen_at: unknown;
+  absolute_expires_at: unknown;
+  expires_at: unknown;
+  user_id: unknown;
+  user_agent: unknown;
+}
+
+interface FieldRow {
+  field: unknown;
+  value: unknown;
+}
+
+/** What a read found under a key: a live record's meta, or why there is none. */
+type Lookup = { state: "live"; meta: SessionMeta } | { state: "missing" | "expired" | "corrupt" };
+
+/** Returned by a read-only load attempt that found something to write (a touch or a corrupt row). */
+const NEEDS_WRITE = Symbol("needs write");
+type LoadResult = StoredSession | undefined | typeof NEEDS_WRITE;
+
+/**
+ * Sessions in a SQLite file, shared safely by every process that opens it. One row per
+ * session and one row per field, so a write touches only the fields that changed. Each
+ * operation runs in one `BEGIN IMMEDIATE` transaction, which makes it atomic across
+ * connections and processes; WAL mode lets readers proceed while one process writes.
+ * Expired rows are deleted by a periodic sweep.
+ *
+ * better-sqlite3 is synchronous: every method does its work before its promise settles.
+ */
+export class SqliteStore implements SessionStore {
+  readonly kind = "sqlite";
+  readonly #db: Database.Database;
+  readonly #ownsDatabase: boolean;
+  readonly #sweeper: NodeJS.Timeout;
+
+  readonly #selectSession: Database.Statement<[string], SessionRow>;
+  readonly #selectFields: Database.Statement<[string], FieldRow>;
+  readonly #selectField: Database.Statement<[string, string], { value: unknown }>;
+  readonly #selectByUser: Database.Statement<[string], SessionRow>;
+  readonly #insertSession: Database.Statement<[string, ...MetaColumns]>;
+  readonly #updateMeta: Database.Statement<[...MetaColumns, string]>;
+  readonly #moveSession: Database.Statement<[string, ...MetaColumns, string]>;
+  readonly #touch: Database.Statement<[number, number, string]>;
+  readonly #upsertField: Database.Statement<[string, string, string]>;
+  readonly #deleteField: Database.Statement<[string, string]>;
+  readonly #deleteSession: Database.Statement<[string]>;
+  readonly #deleteByUser: Database.Statement<[string]>;
+  readonly #countLive: Database.Statement<[number], { n: number }>;
+  readonly #sweepBatch: Database.Statement<[number, number]>;
+
+  readonly #selectOne: Database.Statement<[]>;
+
+  readonly #loadTx: Database.Transaction<(key: string, options: LoadOptions, write: boolean) => LoadResult>;
+  readonly #createTx: Database.Transaction<(key: string, record: StoredSession) => boolean>;
+  readonly #applyTx: Database.Transaction<(key: string, change: SessionChange) => boolean>;
+  readonly #incrementTx: Database.Transaction<(key: string, field: string, by: number, now: number) => number | undefined>;
+  readonly #compareAndSetTx: Database.Transaction<
+    (key: string, field: string, expected: string | undefined, next: string | undefined, now: number) => CompareAndSetResult
+  >;
+  readonly #rotateTx: Database.Transaction<
+    (fromKey: string, toKey: string, meta: Partial<SessionMeta>, now: number) => StoredSession | undefined
+  >;
+  readonly #destroyByUserTx: Database.Transaction<(userId: string, now: number) => number>;
+
+  constructor(options: SqliteStoreOptions = {}) {
+    const { path, database } = options;
+    const sweepIntervalMs = options.sweepIntervalMs ?? 60_000;
+    const busyTimeoutMs = options.busyTimeoutMs ?? 500;
+    if (!Number.isSafeInteger(sweepIntervalMs) || sweepIntervalMs <= 0 || sweepIntervalMs > MAX_TIMER_MS) {
+      throw new SessionConfigError(
+        `SqliteStore sweepIntervalMs must be a whole number of milliseconds between 1 and ${MAX_TIMER_MS}, got ${String(options.sweepIntervalMs)}`,
+      );
+    }
+    if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0 || busyTimeoutMs > MAX_TIMER_MS) {
+      throw new SessionConfigError(
+        `SqliteStore busyTimeoutMs must be a whole number of milliseconds between 0 and ${MAX_TIMER_MS}, got ${String(options.busyTimeoutMs)}`,
+      );
+    }
+    if (path !== undefined && database !== undefined) {
+      throw new SessionConfigError("SqliteStore takes either `path` or `database`, not both: remove one of them");
+    }
+
+    this.#ownsDatabase = database === undefined;
+    this.#db = database === undefined ? openFile(path ?? DEFAULT_PATH) : checkConnection(database);
+    try {
+      configure(this.#db, busyTimeoutMs);
+      migrate(this.#db);
+    } catch (error) {
+      if (this.#ownsDatabase) this.#db.close();
+      throw error;
+    }
+
+    const db = this.#db;
+    // Numbers, not BigInts, whatever `defaultSafeIntegers` an injected connection has: timestamps fit in 2^53.
+    const prepare = <P extends unknown[], R = unknown>(sql: string) => db.prepare<P, R>(sql).safeIntegers(false);
+    const metaColumns = "created_at = ?, last_seen_at = ?, absolute_expires_at = ?, expires_at = ?, user_id = ?, user_agent = ?";
+    this.#selectSession = prepare("SELECT * FROM sessionstore_sessions WHERE key = ?");
+    this.#selectFields = prepare("SELECT field, value FROM sessionstore_fields WHERE session_key = ?");
+    this.#selectField = prepare("SELECT value FROM sessionstore_fields WHERE session_key = ? AND field = ?");
+    this.#selectByUser = prepare("SELECT * FROM sessionstore_sessions WHERE user_id = ?");
+    this.#insertSession = prepare(
+      `INSERT INTO sessionstore_sessions (key, created_at, last_seen_at, absolute_expires_at, expires_at, user_id, user_agent)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.#updateMeta = prepare(`UPDATE sessionstore_sessions SET ${metaColumns} WHERE key = ?`);
+    // ON UPDATE CASCADE moves the field rows along with the key, in the same statement.
+    this.#moveSession = prepare(`UPDATE sessionstore_sessions SET key = ?, ${metaColumns} WHERE key = ?`);
+    this.#touch = prepare("UPDATE sessionstore_sessions SET last_seen_at = ?, expires_at = ? WHERE key = ?");
+    this.#upsertField = prepare(
+      `INSERT INTO sessionstore_fields (session_key, field, value) VALUES (?, ?, ?)
+       ON CONFLICT (session_key, field) DO UPDATE SET value = excluded.value`,
+    );
+    this.#deleteField = prepare("DELETE FROM sessionstore_fields WHERE session_key = ? AND field = ?");
+    // ON DELETE CASCADE removes the field rows.
+    this.#deleteSession = prepare("DELETE FROM sessionstore_sessions WHERE key = ?");
+    this.#deleteByUser = prepare("DELETE FROM sessionstore_sessions WHERE user_id = ?");
+    // The typeof test keeps a corrupted (text) expires_at, which sorts above every number, out of the count.
+    this.#countLive = prepare("SELECT count(*) AS n FROM sessionstore_sessions WHERE expires_at > ? AND typeof(expires_at) = 'integer'");
+    this.#sweepBatch = prepare(
+      "DELETE FROM sessionstore_sessions WHERE key IN (SELECT key FROM sessionstore_sessions WHERE expires_at <= ? LIMIT ?)",
+    );
+    this.#selectOne = prepare("SELECT 1");
+
+    this.#loadTx = db.transaction(this.#loadRecord.bind(this));
+    this.#createTx = db.transaction(this.#createRecord.bind(this));
+    this.#applyTx = db.transaction(this.#applyChange.bind(this));
+    this.#incrementTx = db.transaction(this.#incrementField.bind(this));
+    this.#compareAndSetTx = db.transaction(this.#compareAndSetField.bind(this));
+    this.#rotateTx = db.transaction(this.#rotateRecord.bind(this));
+    this.#destroyByUserTx = db.transaction(this.#destroyUser.bind(this));
+
+    this.#sweeper = setInterval(() => this.#sweep(Date.now()), sweepIntervalMs);
+    this.#sweeper.unref();
+  }
+
+  async load(key: string, options: LoadOptions): Promise<StoredSession | undefined> {
+    // Most loads write nothing, so they first run as a read that takes no write lock; only
+    // when a touch is due or the row is corrupt is the load redone under the write lock.
+    let result = this.#loadTx.deferred(key, options, false);
+    if (result === NEEDS_WRITE) result = this.#loadTx.immediate(key, options, true);
+    return result === NEEDS_WRITE ? undefined : result;
+  }
+
+  async create(key: string, record: StoredSession): Promise<boolean> {
+    return this.#createTx.immediate(key, record);
+  }
+
+  async apply(key: string, change: SessionChange): Promise<boolean> {
+    return this.#applyTx.immediate(key, change);
+  }
+
+  async increment(key: string, field: string, by: number, now: number): Promise<number | undefined> {
+    if (!Number.isSafeInteger(by)) throw new SessionValueError(`increment(${JSON.stringify(field)}): the step must be an integer`);
+    return this.#incrementTx.immediate(key, field, by, now);
+  }
+
+  async compareAndSet(
+    key: string,
+    field: string,
+    expected: string | undefined,
+    next: string | undefined,
+    now: number,
+  ): Promise<CompareAndSetResult> {
+    return this.#compareAndSetTx.immediate(key, field, expected, next, now);
+  }
+
+  async rotate(fromKey: string, toKey: string, meta: Partial<SessionMeta>, now: number): Promise<StoredSession | undefined> {
+    return this.#rotateTx.immediate(fromKey, toKey, meta, now);
+  }
+
+  async destroy(key: string): Promise<void> {
+    this.#deleteSession.run(key);
+  }
+
+  async ping(): Promise<void> {
+    this.#selectOne.get();
+  }
+
+  async listByUser(userId: string, now: number): Promise<UserSessionEntry[]> {
+    const entries: UserSessionEntry[] = [];
+    for (const row of this.#selectByUser.all(userId)) {
+      const meta = toMeta(row);
+      if (meta !== undefined && meta.expiresAt > now && typeof row.key === "string") entries.push({ key: row.key, meta });
+    }
+    return entries;
+  }
+
+  async destroyByUser(userId: string, now: number): Promise<number> {
+    return this.#destroyByUserTx.immediate(userId, now);
+  }
+
+  async count(now: number): Promise<number> {
+    return this.#countLive.get(now)?.n ?? 0;
+  }
+
+  async dispose(): Promise<void> {
+    clearInterval(this.#sweeper);
+    if (this.#ownsDatabase && this.#db.open) this.#db.close();
+  }
+
+  /** What is under `key`; call inside a transaction. */
+  #lookup(key: string, now: number): Lookup {
+    const row = this.#selectSession.get(key);
+    if (row === undefined) return { state: "missing" };
+    const meta = toMeta(row);
+    if (meta === undefined) return { state: "corrupt" };
+    return meta.expiresAt > now ? { state: "live", meta } : { state: "expired" };
+  }
+
+  /** The live meta of `key`, or undefined; a corrupt row is deleted on the way. Call inside a write transaction. */
+  #liveForWrite(key: string, now: number): SessionMeta | undefined {
+    const found = this.#lookup(key, now);
+    if (found.state === "corrupt") this.#deleteSession.run(key);
+    return found.state === "live" ? found.meta : undefined;
+  }
+
+  /** The fields of `key`, or undefined when a field row is damaged. */
+  #fields(key: string): Map<string, string> | undefined {
+    const fields = new Map<string, string>();
+    for (const { field, value } of this.#selectFields.all(key)) {
+      if (typeof field !== "string" || typeof value !== "string") return undefined;
+      fields.set(field, value);
+    }
+    return fields;
+  }
+
+  /** The body of `load`; with `write` false it only reads, and says when it would have to write. */
+  #loadRecord(key: string, { now, idleTimeoutMs, touchIntervalMs }: LoadOptions, write: boolean): LoadResult {
+    const found = this.#lookup(key, now);
+    // An expired row is left to the sweeper: it is already absent to every reader.
+    if (found.state === "missing" || found.state === "expired") return undefined;
+    const fields = found.state === "live" ? this.#fields(key) : undefined;
+    if (found.state !== "live" || fields === undefined) {
+      // A corrupt row, or a damaged field row, counts as absent and is removed.
+      if (!write) return NEEDS_WRITE;
+      this.#deleteSession.run(key);
+      return undefined;
+    }
+    const { meta } = found;
+    if (now - meta.lastSeenAt >= touchIntervalMs) {
+      if (!write) return NEEDS_WRITE;
+      meta.lastSeenAt = now;
+      meta.expiresAt = Math.min(now + idleTimeoutMs, meta.absoluteExpiresAt);
+      this.#touch.run(meta.lastSeenAt, meta.expiresAt, key);
+    }
+    return { meta, fields };
+  }
+
+  #createRecord(key: string, record: StoredSession): boolean {
+    const found = this.#lookup(key, Date.now());
+    if (found.state === "live") return false;
+    // An expired or corrupt row not yet swept is replaced, its fields with it.
+    if (found.state !== "missing") this.#deleteSession.run(key);
+    this.#insertSession.run(key, ...metaColumns(record.meta));
+    for (const [field, value] of record.fields) this.#upsertField.run(key, field, value);
+    return true;
+  }
+
+  #applyChange(key: string, change: SessionChange): boolean {
+    const meta = this.#liveForWrite(key, change.now);
+    if (meta === undefined) return false;
+    for (const [field, value] of change.set ?? []) this.#upsertField.run(key, field, value);
+    for (const field of change.delete ?? []) this.#deleteField.run(key, field);
+    if (change.meta !== undefined) this.#updateMeta.run(...metaColumns(mergeMeta(meta, change.meta)), key);
+    return true;
+  }
+
+  #incrementField(key: string, field: string, by: number, now: number): number | undefined {
+    if (this.#liveForWrite(key, now) === undefined) return undefined;
+    const current = this.#selectField.get(key, field)?.value ?? "0";
+    if (typeof current !== "string" || !INTEGER_PATTERN.test(current)) {
+      throw new SessionValueError(`increment(${JSON.stringify(field)}): the stored value is not an integer`);
+    }
+    const next = Number(current) + by;
+    if (!Number.isSafeInteger(next)) {
+      throw new SessionValueError(`increment(${JSON.stringify(field)}): the result leaves the safe integer range`);
+    }
+    // Decimal text is the JSON encoding of an integer, so the value reads back as a number.
+    this.#upsertField.run(key, field, String(next));
+    return next;
+  }
+
+  #compareAndSetField(
+    key: string,
+    field: string,
+    expected: string | undefined,
+    next: string | undefined,
+    now: number,
+  ): CompareAndSetResult {
+    if (this.#liveForWrite(key, now) === undefined) return "gone";
+    if (this.#selectField.get(key, field)?.value !== expected) return "conflict";
+    if (next === undefined) this.#deleteField.run(key, field);
+    else this.#upsertField.run(key, field, next);
+    return "ok";
+  }
+
+  #rotateRecord(fromKey: string, toKey: string, change: Partial<SessionMeta>, now: number): StoredSession | undefined {
+    const current = this.#liveForWrite(fromKey, now);
+    if (current === undefined) return undefined;
+    const fields = this.#fields(fromKey);
+    if (fields === undefined) {
+      this.#deleteSession.run(fromKey);
+      return undefined;
+    }
+    const meta = mergeMeta(current, change);
+    if (toKey === fromKey) {
+      this.#updateMeta.run(...metaColumns(meta), fromKey);
+      return { meta, fields };
+    }
+    // A record under the new key is overwritten, as in the memory store: a fresh random key never holds one.
+    this.#deleteSession.run(toKey);
+    // One statement in one transaction: the old key is dead whether or not the move commits.
+    this.#moveSession.run(toKey, ...metaColumns(meta), fromKey);
+    return { meta, fields };
+  }
+
+  #destroyUser(userId: string, now: number): number {
+    let live = 0;
+    for (const row of this.#selectByUser.all(userId)) {
+      const meta = toMeta(row);
+      if (meta !== undefined && meta.expiresAt > now) live++;
+    }
+    // Expired and corrupt rows of the user go too: they are dead already.
+    this.#deleteByUser.run(userId);
+    return live;
+  }
+
+  #sweep(now: number): void {
+    try {
+      // Each batch commits on its own, so other processes wait at most one batch for the lock.
+      while (this.#sweepBatch.run(now, SWEEP_BATCH).changes === SWEEP_BATCH) {}
+    } catch {
+      // A busy or closed database: the next sweep tries again, and readers ignore expired rows meanwhile.
+    }
+  }
+}
+
+type MetaColumns = [number, number, number, number, string | null, string | null];
+
+function metaColumns(meta: SessionMeta): MetaColumns {
+  return [meta.createdAt, meta.lastSeenAt, meta.absoluteExpiresAt, meta.expiresAt, meta.userId ?? null, meta.userAgent ?? null];
+}
+
+/** `change` over `meta`, as `Object.assign` would, except that a timestamp given as undefined is left as it is (the columns are NOT NULL). */
+function mergeMeta(meta: SessionMeta, change: Partial<SessionMeta>): SessionMeta {
+  return {
+    createdAt: change.createdAt ?? meta.createdAt,
+    lastSeenAt: change.lastSeenAt ?? meta.lastSeenAt,
+    absoluteExpiresAt: change.absoluteExpiresAt ?? meta.absoluteExpiresAt,
+    expiresAt: change.expiresAt ?? meta.expiresAt,
+    userId: Object.hasOwn(change, "userId") ? change.userId : meta.userId,
+    userAgent: Object.hasOwn(change, "userAgent") ? change.userAgent : meta.userAgent,
+  };
+}
+
+/** The meta of a row, or undefined when a column holds something it never should (a corrupt row). */
+function toMeta(row: SessionRow): SessionMeta | undefined {
+  const { created_at, last_seen_at, absolute_expires_at, expires_at, user_id, user_agent } = row;
+  if (!isTimestamp(created_at) || !isTimestamp(last_seen_at) || !isTimestamp(absolute_expires_at) || !isTimestamp(expires_at)) {
+    return undefined;
+  }
+  if ((user_id !== null && typeof user_id !== "string") || (user_agent !== null && typeof user_agent !== "string")) return undefined;
+  const meta: SessionMeta = {
+    createdAt: created_at,
+    lastSeenAt: last_seen_at,
+    absoluteExpiresAt: absolute_expires_at,
+    expiresAt: expires_at,
+  };
+  if (user_id !== null) meta.userId = user_id;
+  if (user_agent !== null) meta.userAgent = user_agent;
+  return meta;
+}
+
+function isTimestamp(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value);
+}
+
+function openFile(path: string): Database.Database {
+  if (typeof path !== "string" || path === "") {
+    throw new SessionConfigError(`SqliteStore path must be a non-empty file path, got ${JSON.stringify(path)}`);
+  }
+  try {
+    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+    return new Database(path);
+  } catch (error) {
+    throw new SessionConfigError(
+      `SqliteStore cannot open ${JSON.stringify(path)}: ${error instanceof Error ? error.message : String(error)}; check that the path is writable`,
+      { cause: error },
+    );
+  }
+}
+
+function checkConnection(database: Database.Database): Database.Database {
+  if (typeof database !== "object" || database === null || typeof database.prepare !== "function") {
+    throw new SessionConfigError("SqliteStore database must be a better-sqlite3 Database; pass `new Database(file)` or use `path`");
+  }
+  if (!database.open) throw new SessionConfigError("SqliteStore database is closed; pass an open connection");
+  if (database.readonly) throw new SessionConfigError("SqliteStore database is read-only; open it without `readonly: true`");
+  if (database.inTransaction) {
+    throw new SessionConfigError("SqliteStore database is inside a transaction; create the store before or after it");
+  }
+  return database;
+}
+
+function configure(db: Database.Database, busyTimeoutMs: number): void {
+  // The busy timeout comes first so that the next pragmas, too, wait for another process's lock.
+  db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+  // WAL: readers never block on the writer. An in-memory database answers "memory" and keeps it.
+  db.pragma("journal_mode = WAL");
+  // In WAL mode NORMAL never corrupts the file; a power cut may lose the last commits, which for sessions is fine.
+  db.pragma("synchronous = NORMAL");
+  // Field rows follow their session (delete, rotate) only with foreign keys on, which is per connection.
+  db.pragma("foreign_keys = ON");
+  if (db.pragma("foreign_keys", { simple: true }) !== 1) {
+    throw new SessionConfigError("SqliteStore could not turn foreign keys on for its connection");
+  }
+}
+
+function migrate(db: Database.Database): void {
+  // IMMEDIATE: two processes starting on a new file create the schema one after the other.
+  db.transaction(() => {
+    const version = db.pragma("user_version", { simple: true });
+    if (typeof version !== "number" || version > SCHEMA_VERSION) {
+      throw new SessionConfigError(
+        `SqliteStore: the database has schema version ${String(version)}, newer than this sessionstore understands (${SCHEMA_VERSION}); upgrade sessionstore`,
+      );
+    }
+    db.exec(SCHEMA);
+    if (version < SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }).immediate();
+}
