@@ -36,6 +36,50 @@ export function createApp(manager: SessionManager<VisitData>, logger: Logger) {
         expiresAt: info.expiresAt.toISOString(),
       });
     },
+    "POST /login": async (req, res, session) => {
+      const body = await readJsonBody(req);
+      if (body.kind === "error") return sendJson(res, body.status, { error: body.message });
+      const user = (body.value as { user?: unknown } | null)?.user;
+      if (typeof user !== "string" || user.length < 1 || user.length > 64) {
+        return sendJson(res, 400, { error: 'expected {"user": "<1 to 64 characters>"}' });
+      }
+      await session.login(user);
+      sendJson(res, 200, { user });
+    },
+    "POST /logout": async (_req, res, session) => {
+      await session.destroy();
+      sendEmpty(res, 204);
+    },
+    "GET /sessions": async (_req, res, session) => {
+      const user = (await session.info())?.userId;
+      if (user === undefined) return sendJson(res, 401, { error: "log in first" });
+      const sessions = await manager.listUserSessions(user, session);
+      sendJson(
+        res,
+        200,
+        sessions.map((entry) => ({
+          id: entry.handle,
+          current: entry.current,
+          createdAt: entry.createdAt.toISOString(),
+          lastSeenAt: entry.lastSeenAt.toISOString(),
+          userAgent: entry.userAgent ?? null,
+        })),
+      );
+    },
+    "DELETE /sessions/:id": async (req, res, session) => {
+      const user = (await session.info())?.userId;
+      if (user === undefined) return sendJson(res, 401, { error: "log in first" });
+      const handle = pathOf(req)?.slice("/sessions/".length) ?? "";
+      if (!(await manager.revokeUserSession(user, handle))) return sendJson(res, 404, { error: "no such session" });
+      sendEmpty(res, 204);
+    },
+    "POST /logout-all": async (_req, res, session) => {
+      const user = (await session.info())?.userId;
+      if (user === undefined) return sendJson(res, 401, { error: "log in first" });
+      await manager.destroyAllForUser(user);
+      await session.destroy();
+      sendEmpty(res, 204);
+    },
     "GET /healthz": async (_req, res) => {
       try {
         await manager.checkHealth();
@@ -64,7 +108,7 @@ export function createApp(manager: SessionManager<VisitData>, logger: Logger) {
           "request",
         );
       });
-      const route = routes[`${req.method} ${pathOf(req)}`];
+      const route = routes[routeKey(req)];
       if (route === undefined) return sendJson(res, 404, { error: "not found" });
       await route(req, res, session, logger);
     },
@@ -73,12 +117,64 @@ export function createApp(manager: SessionManager<VisitData>, logger: Logger) {
   return handle;
 }
 
+const SESSION_PATH = /^\/sessions\/[A-Za-z0-9_-]{1,64}$/;
+
+function routeKey(req: IncomingMessage): string {
+  const path = pathOf(req);
+  return `${req.method} ${path !== undefined && SESSION_PATH.test(path) ? "/sessions/:id" : path}`;
+}
+
 /** The request path without its query; `undefined` for a request target that is not a path. */
 function pathOf(req: IncomingMessage): string | undefined {
   const target = req.url ?? "";
   if (!target.startsWith("/")) return undefined;
   const query = target.indexOf("?");
   return query === -1 ? target : target.slice(0, query);
+}
+
+const MAX_BODY_BYTES = 16 * 1024;
+
+type BodyReading = { kind: "ok"; value: unknown } | { kind: "error"; status: 400 | 413 | 415; message: string };
+
+/** Reads a JSON body of at most 16 KiB; every malformed body is a 4xx, never an exception. */
+async function readJsonBody(req: IncomingMessage): Promise<BodyReading> {
+  const type = req.headers["content-type"]?.split(";", 1)[0]?.trim().toLowerCase();
+  if (type !== "application/json") {
+    req.resume();
+    return { kind: "error", status: 415, message: "send the body as application/json" };
+  }
+  const declared = Number(req.headers["content-length"]);
+  if (declared > MAX_BODY_BYTES) {
+    req.resume();
+    return { kind: "error", status: 413, message: `the body is over ${MAX_BODY_BYTES} bytes` };
+  }
+  const body = await new Promise<Buffer | "too large" | "aborted">((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= MAX_BODY_BYTES) return void chunks.push(chunk);
+      // Stop keeping the body but keep draining it, so that the 413 can still be sent.
+      req.off("data", onData);
+      req.resume();
+      resolve("too large");
+    };
+    req.on("data", onData);
+    req.once("end", () => resolve(Buffer.concat(chunks)));
+    req.once("error", () => resolve("aborted"));
+  });
+  if (body === "too large") return { kind: "error", status: 413, message: `the body is over ${MAX_BODY_BYTES} bytes` };
+  if (body === "aborted") return { kind: "error", status: 400, message: "the body could not be read" };
+  try {
+    return { kind: "ok", value: JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body)) };
+  } catch {
+    return { kind: "error", status: 400, message: "the body is not valid UTF-8 JSON" };
+  }
+}
+
+function sendEmpty(res: ServerResponse, status: number): void {
+  res.writeHead(status);
+  res.end();
 }
 
 function send(res: ServerResponse, status: number, contentType: string, body: string): void {

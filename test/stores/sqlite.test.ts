@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SessionConfigError, SessionValueError } from "../../src/core/errors.js";
 import type { StoredSession } from "../../src/core/store.js";
 import { SqliteStore } from "../../src/stores/sqlite.js";
-import { describeStoreConformance, metaFor, newKey } from "../conformance/store-conformance.js";
+import { describeSessionConformance } from "../conformance/session-conformance.js";
+import { describeStoreConformance, metaFor, newKey, type StoreHarness } from "../conformance/store-conformance.js";
 
 const HOUR = 3_600_000;
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -36,7 +37,7 @@ afterAll(() => {
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 });
 
-describeStoreConformance("sqlite", async () => {
+const openSqliteHarness = async (): Promise<StoreHarness> => {
   const file = tempFile();
   const store = new SqliteStore({ path: file });
   // A second connection on the same file, as a second process would open it.
@@ -63,7 +64,10 @@ describeStoreConformance("sqlite", async () => {
       raw.close();
     },
   };
-});
+};
+
+describeStoreConformance("sqlite", openSqliteHarness);
+describeSessionConformance("sqlite", openSqliteHarness);
 
 describe("SqliteStore", () => {
   it("creates its schema on first use, with its parent folder", async () => {
