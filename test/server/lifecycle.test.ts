@@ -1,5 +1,6 @@
 import { request } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { storeKeyOf } from "../../src/core/ids.js";
 import { CookieJar, ServerProcess } from "../support/server-process.js";
 import { memorySetup, redisSetup, type ServerStoreSetup, sqliteSetup } from "../support/server-stores.js";
 
@@ -139,6 +140,22 @@ for (const [name, makeSetup] of setups) {
         }
       } finally {
         await oldSigner.stop();
+      }
+    });
+
+    it("survives corrupted records: each counts as absent, is removed, and the visitor starts afresh", async (context) => {
+      if (Object.keys(setup.corruptions).length === 0) return context.skip();
+      for (const [kind, corrupt] of Object.entries(setup.corruptions)) {
+        const jar = new CookieJar();
+        await jar.text(`${server.url}/`);
+        await jar.text(`${server.url}/`);
+        const key = storeKeyOf(jar.id as string);
+        await corrupt(key);
+        const read = await jar.fetch(`${server.url}/session`);
+        expect(read.status, kind).toBe(404);
+        expect(await setup.holds(key), kind).toBe(false);
+        expect(await jar.text(`${server.url}/`), kind).toBe("Hello World #0\n");
+        expect(storeKeyOf(jar.id as string)).not.toBe(key);
       }
     });
 

@@ -6,6 +6,7 @@ import type { SessionStore, StoredSession } from "../../src/core/store.js";
 import { RedisStore } from "../../src/stores/redis/index.js";
 import { describeSessionConformance } from "../conformance/session-conformance.js";
 import { describeStoreConformance, metaFor, newKey, type StoreHarness } from "../conformance/store-conformance.js";
+import { CommandCounter } from "../support/redis-monitor.js";
 import { type RedisServer, startRedisServer } from "../support/redis-server.js";
 
 type NodeRedis = ReturnType<typeof createClient>;
@@ -81,53 +82,6 @@ describeStoreConformance("redis (node-redis client)", openHarness("node-redis"))
 describeStoreConformance("redis (ioredis client)", openHarness("ioredis"));
 describeSessionConformance("redis (node-redis client)", openHarness("node-redis"));
 describeSessionConformance("redis (ioredis client)", openHarness("ioredis"));
-
-/** Counts the commands clients send (not those scripts run) between two markers, with MONITOR. */
-class CommandCounter {
-  #lines: { args: string[]; source: string }[] = [];
-  #waiters: (() => void)[] = [];
-  private constructor(
-    private readonly monitor: Redis,
-    private readonly marker: Redis,
-  ) {}
-
-  static async open(url: string): Promise<CommandCounter> {
-    const monitor = await ioRedis(url).monitor();
-    const counter = new CommandCounter(monitor, ioRedis(url));
-    monitor.on("monitor", (_time: string, args: string[], source: string) => {
-      counter.#lines.push({ args, source });
-      for (const wake of counter.#waiters.splice(0)) wake();
-    });
-    return counter;
-  }
-
-  /** The commands `action` sent to the server, scripts' own calls excluded. */
-  async during(action: () => Promise<unknown>): Promise<string[][]> {
-    const start = `start-${newKey()}`;
-    const end = `end-${newKey()}`;
-    await this.#mark(start);
-    await action();
-    await this.#mark(end);
-    const from = this.#lines.findIndex((line) => line.args[1] === start);
-    const to = this.#lines.findIndex((line) => line.args[1] === end);
-    return this.#lines
-      .slice(from + 1, to)
-      .filter((line) => line.source !== "lua")
-      .map((line) => line.args);
-  }
-
-  async #mark(text: string): Promise<void> {
-    await this.marker.echo(text);
-    while (!this.#lines.some((line) => line.args[0]?.toLowerCase() === "echo" && line.args[1] === text)) {
-      await new Promise<void>((resolve) => this.#waiters.push(resolve));
-    }
-  }
-
-  async close(): Promise<void> {
-    this.monitor.disconnect();
-    await this.marker.quit();
-  }
-}
 
 describe("redis store: Redis specifics", () => {
   let server: RedisServer;

@@ -20,6 +20,8 @@ export interface ServerStoreSetup {
   count(): Promise<number>;
   /** Whether anything is stored for this store key. */
   holds(storeKey: string): Promise<boolean>;
+  /** Ways to damage a stored session as a crash, a bug or a foreign writer could (none for memory). */
+  corruptions: Record<string, (storeKey: string) => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -32,6 +34,7 @@ export async function memorySetup(): Promise<ServerStoreSetup> {
     dump: async () => "",
     count: async () => Number.NaN,
     holds: async () => false,
+    corruptions: {},
     close: async () => {},
   };
 }
@@ -39,8 +42,8 @@ export async function memorySetup(): Promise<ServerStoreSetup> {
 export async function sqliteSetup(): Promise<ServerStoreSetup> {
   const dir = tempDir("server-sqlite");
   const path = join(dir, "sessions.db");
-  const query = <T>(run: (db: Database.Database) => T): T => {
-    const db = new Database(path, { readonly: true, fileMustExist: true });
+  const query = <T>(run: (db: Database.Database) => T, readonly = true): T => {
+    const db = new Database(path, { readonly, fileMustExist: true });
     try {
       return run(db);
     } finally {
@@ -63,6 +66,12 @@ export async function sqliteSetup(): Promise<ServerStoreSetup> {
     holds: async (storeKey) =>
       query((db) => db.prepare("SELECT 1 FROM sessionstore_sessions WHERE key = ?").get(storeKey) !== undefined) ||
       query((db) => db.prepare("SELECT 1 FROM sessionstore_fields WHERE session_key = ?").get(storeKey) !== undefined),
+    corruptions: {
+      "a field that is not JSON": async (storeKey) =>
+        void query((db) => db.prepare("UPDATE sessionstore_fields SET value = '{not json' WHERE session_key = ?").run(storeKey), false),
+      "a timestamp that is not a number": async (storeKey) =>
+        void query((db) => db.prepare("UPDATE sessionstore_sessions SET absolute_expires_at = 'soon' WHERE key = ?").run(storeKey), false),
+    },
     close: async () => {},
   };
 }
@@ -101,6 +110,14 @@ export async function redisSetup(db = 3): Promise<ServerStoreSetup & { redis: Re
       return n;
     },
     holds: async (storeKey) => (await client.exists(`sess:${storeKey}`)) === 1,
+    corruptions: {
+      "a field that is not JSON": async (storeKey) => void (await client.hSet(`sess:${storeKey}`, "d:visitCount", "{not json")),
+      "a half-written hash": async (storeKey) => void (await client.hDel(`sess:${storeKey}`, ["m:a", "m:c"])),
+      "a value of the wrong type": async (storeKey) => {
+        const ttl = await client.pTTL(`sess:${storeKey}`);
+        await client.set(`sess:${storeKey}`, "garbage", { PX: ttl });
+      },
+    },
     async close() {
       await client.quit().catch(() => undefined);
       await redis.stop();

@@ -1,0 +1,49 @@
+import { randomBytes } from "node:crypto";
+import { Redis } from "ioredis";
+
+/** Counts the commands clients send (not those scripts run) between two markers, with MONITOR. */
+export class CommandCounter {
+  #lines: { args: string[]; source: string }[] = [];
+  #waiters: (() => void)[] = [];
+  private constructor(
+    private readonly monitor: Redis,
+    private readonly marker: Redis,
+  ) {}
+
+  static async open(url: string): Promise<CommandCounter> {
+    const monitor = await new Redis(url).monitor();
+    const counter = new CommandCounter(monitor, new Redis(url));
+    monitor.on("monitor", (_time: string, args: string[], source: string) => {
+      counter.#lines.push({ args, source });
+      for (const wake of counter.#waiters.splice(0)) wake();
+    });
+    return counter;
+  }
+
+  /** The commands `action` sent to the server, scripts' own calls excluded. */
+  async during(action: () => Promise<unknown>): Promise<string[][]> {
+    const start = `start-${randomBytes(8).toString("hex")}`;
+    const end = `end-${randomBytes(8).toString("hex")}`;
+    await this.#mark(start);
+    await action();
+    await this.#mark(end);
+    const from = this.#lines.findIndex((line) => line.args[1] === start);
+    const to = this.#lines.findIndex((line) => line.args[1] === end);
+    return this.#lines
+      .slice(from + 1, to)
+      .filter((line) => line.source !== "lua")
+      .map((line) => line.args);
+  }
+
+  async #mark(text: string): Promise<void> {
+    await this.marker.echo(text);
+    while (!this.#lines.some((line) => line.args[0]?.toLowerCase() === "echo" && line.args[1] === text)) {
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
+  }
+
+  async close(): Promise<void> {
+    this.monitor.disconnect();
+    await this.marker.quit();
+  }
+}
