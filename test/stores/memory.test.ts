@@ -1,6 +1,8 @@
+import { describe, expect, it } from "vitest";
+import { SessionConfigError } from "../../src/core/errors.js";
 import { MemoryStore } from "../../src/stores/memory.js";
 import { describeSessionConformance } from "../conformance/session-conformance.js";
-import { describeStoreConformance } from "../conformance/store-conformance.js";
+import { describeStoreConformance, metaFor, newKey } from "../conformance/store-conformance.js";
 
 describeStoreConformance("memory", async () => {
   const store = new MemoryStore();
@@ -21,4 +23,34 @@ describeStoreConformance("memory", async () => {
 describeSessionConformance("memory", async () => {
   const store = new MemoryStore();
   return { store, close: () => store.dispose() };
+});
+
+describe("MemoryStore", () => {
+  const anyTime = { now: 0, idleTimeoutMs: 1, touchIntervalMs: Number.MAX_SAFE_INTEGER };
+
+  it("holds at most maxEntries records, evicting the oldest", async () => {
+    const store = new MemoryStore({ maxEntries: 3 });
+    const keys = [newKey(), newKey(), newKey(), newKey()];
+    for (const key of keys) await store.create(key, { meta: metaFor(Date.now()), fields: new Map() });
+    expect(await store.count(Date.now())).toBe(3);
+    expect(await store.load(keys[0] as string, anyTime)).toBeUndefined();
+    for (const key of keys.slice(1)) expect(await store.load(key, anyTime)).toBeDefined();
+    await store.dispose();
+  });
+
+  it("sweeps expired records on its timer", async () => {
+    const store = new MemoryStore({ sweepIntervalMs: 50 });
+    const key = newKey();
+    const now = Date.now();
+    await store.create(key, { meta: metaFor(now, { expiresAt: now + 30 }), fields: new Map() });
+    expect(await store.load(key, anyTime)).toBeDefined();
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    // now = 0 would still return an expired record that is held: the sweeper removed it.
+    expect(await store.load(key, anyTime)).toBeUndefined();
+    await store.dispose();
+  });
+
+  it("rejects a bad maxEntries when created", () => {
+    expect(() => new MemoryStore({ maxEntries: 0 })).toThrow(SessionConfigError);
+  });
 });
