@@ -9,7 +9,15 @@ export {
 } from "./core/errors.js";
 export type { SessionEvent, SessionEventListener } from "./core/events.js";
 export { type RequestInfo, SessionManager, type SessionManagerOptions, type UserSession } from "./core/manager.js";
-export { type ResponseHeaders, Session, type SessionData, type SessionInfo, type SessionStatus } from "./core/session.js";
+export {
+  type AppSessionData,
+  type ResponseHeaders,
+  Session,
+  type SessionData,
+  type SessionInfo,
+  type SessionStatus,
+  type SessionTypes,
+} from "./core/session.js";
 export type {
   CompareAndSetResult,
   LoadOptions,

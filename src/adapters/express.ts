@@ -1,13 +1,14 @@
 import type { NextFunction, Request, RequestHandler, Response } from "express";
+import { StoreUnavailableError } from "../core/errors.js";
 import type { SessionManager } from "../core/manager.js";
-import type { Session, SessionData } from "../core/session.js";
-import { requestInfoOf, responseHeadersOf } from "./node.js";
+import type { AppSessionData, Session } from "../core/session.js";
+import { interceptFailures, requestInfoOf, responseHeadersOf } from "./node.js";
 
 declare global {
   namespace Express {
     interface Request {
-      /** The request's session, set by `sessionMiddleware`. Narrow its data type with `SessionManager<Data>`. */
-      session: Session;
+      /** The request's session, set by `sessionMiddleware`. Its data type is the one declared in `SessionTypes`. */
+      session: Session<AppSessionData>;
     }
   }
 }
@@ -16,7 +17,8 @@ declare global {
  * The Express 5 adapter: puts the request's session on `req.session`. Every write is
  * awaited inside the handler, so nothing happens after the handler answers and nothing
  * patches the response. Store failures reject with `StoreUnavailableError`, which carries
- * `status: 503` and a `Retry-After` header that Express's error handling sends.
+ * `status: 503` and a `Retry-After` header that Express's error handling sends; the
+ * session's cookie is withdrawn from that response.
  *
  * ```ts
  * app.use(sessionMiddleware(manager));
@@ -25,9 +27,15 @@ declare global {
  * });
  * ```
  */
-export function sessionMiddleware<Data extends SessionData>(manager: SessionManager<Data>): RequestHandler {
+export function sessionMiddleware(manager: SessionManager<AppSessionData>): RequestHandler {
   return function session(req: Request, res: Response, next: NextFunction) {
-    req.session = manager.open(requestInfoOf(req), responseHeadersOf(res)) as unknown as Session;
+    const headers = responseHeadersOf(res);
+    // Express has no hook between a handler's error and the error response, so the cookie is
+    // withdrawn when the store fails: a 503 must not hand out a session set earlier in the request.
+    req.session = interceptFailures(manager.open(requestInfoOf(req), headers), (error) => {
+      if (error instanceof StoreUnavailableError) headers.withdrawCookie();
+      return error;
+    });
     next();
   };
 }

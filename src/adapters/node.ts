@@ -48,8 +48,7 @@ export function responseHeadersOf(res: ServerResponse): ResponseHeaders & { with
       sent = value;
       res.setHeader("Cache-Control", "no-store");
       const vary = res.getHeader("vary");
-      const varyText = vary === undefined ? "" : String(vary);
-      if (!/(^|,)\s*(cookie|\*)\s*(,|$)/i.test(varyText)) res.setHeader("Vary", varyText === "" ? "Cookie" : `${varyText}, Cookie`);
+      res.setHeader("Vary", varyWithCookie(vary === undefined ? undefined : String(vary)));
     },
     headersSent: () => res.headersSent,
     /** Removes the session's cookie from a response that is about to report a failure. */
@@ -61,6 +60,46 @@ export function responseHeadersOf(res: ServerResponse): ResponseHeaders & { with
       sent = undefined;
     },
   };
+}
+
+/**
+ * A `Vary` value that names `Cookie`: the current one with `Cookie` added, unless it already
+ * names `Cookie` or `*`. A response that carries or depends on a session varies by cookie,
+ * so that no shared cache hands one visitor's answer to another.
+ */
+export function varyWithCookie(vary: string | undefined): string {
+  if (vary === undefined || vary.trim() === "") return "Cookie";
+  return /(^|,)\s*(cookie|\*)\s*(,|$)/i.test(vary) ? vary : `${vary}, Cookie`;
+}
+
+/**
+ * The session as an adapter hands it to application code, with `onFailure` standing between
+ * a failed session operation and its caller: it sees the error first and returns the error
+ * the caller gets instead. Adapters use it where the framework has no hook between a
+ * handler's error and the error response (Express), or expects errors of its own type (Hono).
+ */
+export function interceptFailures<Data extends SessionData>(session: Session<Data>, onFailure: (error: unknown) => unknown): Session<Data> {
+  const methods = new Map<PropertyKey, (...args: unknown[]) => unknown>();
+  return new Proxy(session, {
+    get(target, property) {
+      // The session itself is the receiver, not the proxy: its private fields live on it.
+      const value: unknown = Reflect.get(target, property, target);
+      if (typeof value !== "function") return value;
+      let method = methods.get(property);
+      if (method === undefined) {
+        method = (...args: unknown[]) => {
+          const result: unknown = value.apply(target, args);
+          return result instanceof Promise
+            ? result.catch((error: unknown) => {
+                throw onFailure(error);
+              })
+            : result;
+        };
+        methods.set(property, method);
+      }
+      return method;
+    },
+  });
 }
 
 /**

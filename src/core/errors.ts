@@ -10,7 +10,7 @@ export class SessionConfigError extends SessionError {
 
 /**
  * The store failed or did not answer within the deadline. Frameworks that read
- * `status` / `headers` from errors (Express, Fastify, Hono) answer 503 with `Retry-After`.
+ * `status` / `headers` from errors (Express, Fastify) answer 503 with `Retry-After`; the Hono adapter maps it.
  */
 export class StoreUnavailableError extends SessionError {
   override name = "StoreUnavailableError";

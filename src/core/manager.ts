@@ -1,8 +1,9 @@
+import type { StandardSchemaV1 } from "@standard-schema/spec";
 import { type CookieOptions, resolveCookieOptions, SessionCookie, validateSecrets } from "./cookie.js";
 import { SessionConfigError, SessionError, StoreUnavailableError } from "./errors.js";
 import type { SessionEvent, SessionEventListener } from "./events.js";
 import { handleOf } from "./ids.js";
-import { type ResponseHeaders, Session, type SessionData, type SessionInfo, type SessionRuntime } from "./session.js";
+import { type AppSessionData, type ResponseHeaders, Session, type SessionData, type SessionInfo, type SessionRuntime } from "./session.js";
 import type { SessionStore } from "./store.js";
 
 export interface SessionManagerOptions {
@@ -25,6 +26,15 @@ export interface SessionManagerOptions {
   updateAttempts?: number;
   /** Trust `X-Forwarded-Proto` to tell whether the request came over HTTPS. Default `false`. */
   trustProxy?: boolean;
+  /**
+   * A Standard Schema (zod, valibot, arktype…) that checks the data of every session loaded
+   * from the store, as one object with the keys present. Data it rejects counts as a
+   * corrupted record: a `corrupted-record` event, the record removed, the session absent.
+   * Sessions hold some keys and not others, so make every key optional. Only the verdict
+   * is used (not transforms or defaults), and writes are not checked: type them with `Data`.
+   * Default: none.
+   */
+  schema?: StandardSchemaV1;
 }
 
 /** What an adapter knows about the request. */
@@ -56,7 +66,7 @@ const DEFAULTS = {
  * `open()` gives each request its `Session`. Bad options throw `SessionConfigError` here,
  * not on the first request.
  */
-export class SessionManager<Data extends SessionData = SessionData> {
+export class SessionManager<Data extends SessionData = AppSessionData> {
   readonly store: SessionStore;
   readonly #runtime: SessionRuntime;
   readonly #trustProxy: boolean;
@@ -87,6 +97,12 @@ export class SessionManager<Data extends SessionData = SessionData> {
     }
     this.#storeTimeoutMs = positiveInteger("storeTimeoutMs", options.storeTimeoutMs ?? DEFAULTS.storeTimeoutMs);
     this.#trustProxy = options.trustProxy ?? false;
+    const schema = options.schema;
+    if (schema !== undefined && typeof schema?.["~standard"]?.validate !== "function") {
+      throw new SessionConfigError(
+        "options.schema is not a Standard Schema (it has no ['~standard'].validate()); pass a zod, valibot or arktype schema",
+      );
+    }
     this.store = store;
     const listeners = this.#listeners;
     const storeTimeoutMs = this.#storeTimeoutMs;
@@ -101,6 +117,7 @@ export class SessionManager<Data extends SessionData = SessionData> {
       touchIntervalMs,
       maxSizeBytes: positiveInteger("maxSizeBytes", options.maxSizeBytes ?? DEFAULTS.maxSizeBytes),
       updateAttempts: positiveInteger("updateAttempts", options.updateAttempts ?? DEFAULTS.updateAttempts),
+      schema,
       call: (operation, run) => callWithDeadline(store.kind, operation, storeTimeoutMs, run, emit),
       emit,
       now: Date.now,

@@ -1,3 +1,4 @@
+import type { StandardSchemaV1 } from "@standard-schema/spec";
 import type { CookieReading, SessionCookie } from "./cookie.js";
 import { SessionConflictError, SessionStateError, SessionValueError } from "./errors.js";
 import type { SessionEvent } from "./events.js";
@@ -7,6 +8,27 @@ import { decodeFields, encodeValue } from "./values.js";
 
 /** Session data: string keys, JSON values. */
 export type SessionData = Record<string, unknown>;
+
+/**
+ * Declares your application's session data once, for the manager and every adapter
+ * (`req.session`, `request.session`, `c.get("session")`), by module augmentation:
+ *
+ * ```ts
+ * declare module "sessionstore" {
+ *   interface SessionTypes {
+ *     data: { visitCount: number; user?: string };
+ *   }
+ * }
+ * ```
+ *
+ * `data` must be a type literal or a `type` alias (an `interface` has no index signature,
+ * so it is not a `SessionData`). Left undeclared, session data is `SessionData`.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: an interface, not a type, so that applications can augment it.
+export interface SessionTypes {}
+
+/** The session data the application declared in `SessionTypes`, or `SessionData` when it declared none. */
+export type AppSessionData = SessionTypes extends { data: infer Declared extends SessionData } ? Declared : SessionData;
 
 /**
  * What this request did to its session, tracked explicitly rather than by comparing data.
@@ -45,6 +67,8 @@ export interface SessionRuntime {
   readonly touchIntervalMs: number;
   readonly maxSizeBytes: number;
   readonly updateAttempts: number;
+  /** Checks data loaded from the store; data it rejects counts as a corrupted record. */
+  readonly schema: StandardSchemaV1 | undefined;
   /** Runs a store operation under the store deadline, turning failures into `StoreUnavailableError`. */
   call<T>(operation: string, run: () => Promise<T>): Promise<T>;
   emit(event: SessionEvent): void;
@@ -69,7 +93,7 @@ const MAX_USER_ID_LENGTH = 256;
  *
  * Create one per request with `SessionManager.open()` (adapters do this for you).
  */
-export class Session<Data extends SessionData = SessionData> {
+export class Session<Data extends SessionData = AppSessionData> {
   #status: SessionStatus = "unmodified";
   #binding: Binding | undefined;
   /** JSON text of each field as last seen in the store. */
@@ -337,19 +361,36 @@ export class Session<Data extends SessionData = SessionData> {
     if (reading.signedWithOldSecret && !this.response.headersSent()) this.#sendCookie();
   }
 
-  /** Loads and decodes a record; a record whose fields are not valid JSON is corrupted and removed. */
+  /**
+   * Loads and decodes a record. A record whose fields are not valid JSON, or whose data the
+   * `schema` option rejects, is corrupted: it is removed and counts as absent.
+   */
   async #fetch(key: string): Promise<(StoredSession & { values: Map<string, unknown> }) | undefined> {
     const { store } = this.runtime;
     const options = { now: this.runtime.now(), idleTimeoutMs: this.runtime.idleTimeoutMs, touchIntervalMs: this.runtime.touchIntervalMs };
     const record = await this.runtime.call("load", () => store.load(key, options));
     if (record === undefined) return undefined;
     const values = decodeFields(record.fields);
-    if (values === undefined) {
+    if (values === undefined || !(await this.#conformsToSchema(values))) {
       this.runtime.emit({ type: "corrupted-record", handle: handleOf(key) });
       await this.runtime.call("destroy", () => store.destroy(key));
       return undefined;
     }
     return { ...record, values };
+  }
+
+  /**
+   * Whether the loaded data passes the `schema` option. Only the verdict is used: the
+   * session keeps the stored values, because writes compare against them (`update()`).
+   */
+  async #conformsToSchema(values: ReadonlyMap<string, unknown>): Promise<boolean> {
+    const schema = this.runtime.schema;
+    if (schema === undefined) return true;
+    const data: Record<string, unknown> = Object.create(null);
+    for (const [key, value] of values) data[key] = value;
+    // Standard Schema lets validate() answer synchronously or with a Promise; await covers both.
+    const result = await schema["~standard"].validate(data);
+    return result.issues === undefined;
   }
 
   async #reload(binding: Binding): Promise<void> {

@@ -1,0 +1,20 @@
+// A visit counter on Fastify 5, with sessions in SQLite (./data/examples.db): the count survives a restart.
+//
+//   npx tsc -p examples && node dist/examples-build/examples/fastify.js
+//   curl -c jar -b jar 127.0.0.1:3000/
+import Fastify from "fastify";
+import { sessionPlugin } from "../src/adapters/fastify.js";
+import { SessionManager } from "../src/index.js";
+import { SqliteStore } from "../src/stores/sqlite.js";
+
+const port = Number(process.env.PORT ?? 3000);
+const sessions = new SessionManager({ store: new SqliteStore({ path: "./data/examples.db" }) });
+
+const app = Fastify({ logger: true });
+await app.register(sessionPlugin, { manager: sessions });
+app.get("/", async (request, reply) => {
+  const visits = await request.session.increment("visitCount");
+  reply.type("text/plain; charset=utf-8");
+  return `Hello World #${visits - 1}\n`;
+});
+await app.listen({ host: "127.0.0.1", port });
