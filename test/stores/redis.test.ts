@@ -1,5 +1,5 @@
-import { Cluster, Redis } from "ioredis";
-import { createClient, createCluster, RESP_TYPES } from "redis";
+import { Redis } from "ioredis";
+import { createClient, RESP_TYPES } from "redis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SessionConfigError } from "../../src/core/errors.js";
 import type { SessionStore, StoredSession } from "../../src/core/store.js";
@@ -109,8 +109,6 @@ describe("redis store: Redis specifics", () => {
         { client, prefix: "" },
         { client, prefix: 42 },
         { client: new Redis(server.url, { lazyConnect: true, keyPrefix: "app:" }) },
-        { client: new Cluster([{ host: "127.0.0.1", port: server.port }], { lazyConnect: true }) },
-        { client: createCluster({ rootNodes: [{ url: server.url }] }) },
       ];
       bad.forEach((options, i) => {
         expect(() => new RedisStore(options as never), `bad options #${i}`).toThrow(SessionConfigError);

@@ -8,11 +8,17 @@ export class CommandCounter {
   private constructor(
     private readonly monitor: Redis,
     private readonly marker: Redis,
+    /** The client `monitor()` was called on: ioredis opens the monitor as a second connection beside it. */
+    private readonly source: Redis,
   ) {}
 
   static async open(url: string): Promise<CommandCounter> {
-    const monitor = await new Redis(url).monitor();
-    const counter = new CommandCounter(monitor, new Redis(url));
+    const source = new Redis(url);
+    const marker = new Redis(url);
+    for (const client of [source, marker]) client.on("error", () => {});
+    const monitor = await source.monitor();
+    monitor.on("error", () => {});
+    const counter = new CommandCounter(monitor, marker, source);
     monitor.on("monitor", (_time: string, args: string[], source: string) => {
       counter.#lines.push({ args, source });
       for (const wake of counter.#waiters.splice(0)) wake();
@@ -44,6 +50,7 @@ export class CommandCounter {
 
   async close(): Promise<void> {
     this.monitor.disconnect();
+    this.source.disconnect();
     await this.marker.quit();
   }
 }

@@ -26,32 +26,53 @@ import type {
   UserSessionEntry,
 } from "../../core/store.js";
 import {
+  type AnyRedisClient,
+  connectCluster,
+  connectSentinel,
   connectUrl,
   detectClient,
-  type IoRedisClient,
-  type NodeRedisClient,
+  type NodeAddress,
   type RedisConnection,
   type RedisReply,
   wrapClient,
 } from "./client.js";
 import { APPLY, COMPARE_AND_SET, CREATE, DESTROY, INCREMENT, INDEX_ADD, INDEX_READ, LOAD, TAKE } from "./scripts.js";
 
-export type { IoRedisClient, NodeRedisClient } from "./client.js";
+export type {
+  AnyRedisClient,
+  IoRedisClient,
+  IoRedisClusterClient,
+  NodeRedisClient,
+  NodeRedisClusterClient,
+  NodeRedisSentinelClient,
+} from "./client.js";
 
 export interface RedisStoreOptions {
   /**
    * `redis[s]://[[user]:password@]host[:port][/db]`: the store creates (and on `dispose()`
-   * closes) a node-redis client. Give either `url` or `client`.
+   * closes) a node-redis client. Give exactly one of `url`, `cluster`, `sentinel` or `client`.
    */
   url?: string;
   /**
+   * Redis Cluster seed nodes, `"host:port"` (one reachable node is enough; list several): the
+   * store creates (and on `dispose()` closes) a node-redis cluster client (`createCluster`).
+   */
+  cluster?: readonly string[];
+  /**
+   * Redis Sentinel: the master's name and the sentinels, `"host:port"`. The store creates (and
+   * on `dispose()` closes) a node-redis sentinel client (`createSentinel`), which follows a failover.
+   */
+  sentinel?: { name: string; nodes: readonly string[] };
+  /**
    * A client the application created, connected and owns: node-redis v5 (`createClient()`,
-   * then `await client.connect()`) or ioredis v5 (`new Redis()`). `dispose()` leaves it open.
+   * `createCluster()` or `createSentinel()`, then `await client.connect()`) or ioredis v5
+   * (`new Redis()`, with or without `sentinels`, or `new Cluster()`). `dispose()` leaves it open.
    * Give it an `error` listener: node-redis and ioredis crash the process on an unhandled one.
    * So that requests fail fast (503) while Redis is down instead of queueing, create it with
-   * `disableOfflineQueue: true` (node-redis) or `enableOfflineQueue: false` (ioredis).
+   * `disableOfflineQueue: true` (node-redis; for a cluster, in `defaults`) or
+   * `enableOfflineQueue: false` (ioredis).
    */
-  client?: NodeRedisClient | IoRedisClient;
+  client?: AnyRedisClient;
   /** Prepended to every key the store writes. Default `"sess:"`. */
   prefix?: string;
 }
@@ -77,32 +98,53 @@ const NEVER = String(Number.MAX_SAFE_INTEGER);
 /** Most members sent in one ZREM. */
 const ZREM_BATCH = 500;
 
-/** Stores sessions in Redis (standalone, with or without replicas). See the module comment for the layout. */
+/**
+ * Stores sessions in Redis: standalone (with or without replicas), Sentinel or Cluster. See the
+ * module comment for the layout: every script touches one key, so every operation stays in one
+ * Cluster slot; the per-user index lives in its own slot and is maintained beside the sessions.
+ */
 export class RedisStore implements SessionStore {
   readonly kind = "redis";
   readonly #redis: RedisConnection;
   readonly #prefix: string;
-  readonly #ownsClient: boolean;
 
   constructor(options: RedisStoreOptions) {
-    if (typeof options !== "object" || options === null) throw new SessionConfigError("RedisStore needs options: { url } or { client }");
-    const { url, client, prefix = DEFAULT_PREFIX } = options;
+    if (typeof options !== "object" || options === null) {
+      throw new SessionConfigError("RedisStore needs options: { url }, { cluster }, { sentinel } or { client }");
+    }
+    const { url, cluster, sentinel, client, prefix = DEFAULT_PREFIX } = options;
     if (typeof prefix !== "string" || prefix.length === 0 || prefix.length > MAX_PREFIX_LENGTH) {
       throw new SessionConfigError(`RedisStore prefix must be a string of 1 to ${MAX_PREFIX_LENGTH} characters`);
     }
     this.#prefix = prefix;
-    if (url !== undefined && client !== undefined) throw new SessionConfigError("RedisStore takes either url or client, not both");
+    const given = Object.entries({ url, cluster, sentinel, client })
+      .filter(([, value]) => value !== undefined)
+      .map(([name]) => name);
+    if (given.length > 1) {
+      throw new SessionConfigError(`RedisStore takes one of url, cluster, sentinel or client, not ${given.join(" and ")}`);
+    }
     if (client !== undefined) {
       const detected = detectClient(client);
       if (typeof detected === "string") throw new SessionConfigError(`RedisStore: ${detected}`);
       this.#redis = wrapClient(detected);
-      this.#ownsClient = false;
     } else if (url !== undefined) {
       checkUrl(url);
       this.#redis = connectUrl(url);
-      this.#ownsClient = true;
+    } else if (cluster !== undefined) {
+      this.#redis = connectCluster(nodeList("cluster", cluster));
+    } else if (sentinel !== undefined) {
+      if (typeof sentinel !== "object" || sentinel === null) {
+        throw new SessionConfigError('RedisStore sentinel must be { name: "mymaster", nodes: ["host:26379", …] }');
+      }
+      const { name, nodes } = sentinel;
+      if (typeof name !== "string" || !MASTER_NAME.test(name)) {
+        throw new SessionConfigError("RedisStore sentinel.name must be the master's name: 1 to 128 of A-Z a-z 0-9 . _ -");
+      }
+      this.#redis = connectSentinel(name, nodeList("sentinel.nodes", nodes));
     } else {
-      throw new SessionConfigError("RedisStore needs a url (redis://host:6379/0) or a connected client");
+      throw new SessionConfigError(
+        'RedisStore needs a url (redis://host:6379/0), cluster (["host:7000", …]), sentinel ({ name, nodes }) or a connected client',
+      );
     }
   }
 
@@ -292,8 +334,9 @@ export class RedisStore implements SessionStore {
     return seen.size;
   }
 
+  /** Closes the client the store built (`url`, `cluster`, `sentinel`); an injected client stays open. */
   async dispose(): Promise<void> {
-    if (this.#ownsClient) await this.#redis.close();
+    await this.#redis.close();
   }
 
   #sessionKey(key: string): string {
@@ -333,6 +376,29 @@ export class RedisStore implements SessionStore {
     }
     await Promise.all(writes);
   }
+}
+
+/** A Sentinel master name, as Sentinel accepts it. */
+const MASTER_NAME = /^[A-Za-z0-9._-]{1,128}$/;
+/** `host:port` or `[IPv6]:port`. */
+const NODE_ADDRESS = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)):(\d{1,5})$/;
+const MAX_NODES = 1_000;
+
+/** Parses a list of `"host:port"` seed nodes, or says which entry is wrong. */
+function nodeList(what: string, nodes: unknown): NodeAddress[] {
+  if (!Array.isArray(nodes) || nodes.length === 0 || nodes.length > MAX_NODES) {
+    throw new SessionConfigError(`RedisStore ${what} must be a list of 1 to ${MAX_NODES} "host:port" addresses`);
+  }
+  return nodes.map((node: unknown, i) => {
+    const match = typeof node === "string" ? NODE_ADDRESS.exec(node) : null;
+    const port = Number(match?.[3]);
+    const host = match?.[1] ?? match?.[2];
+    if (host === undefined || !Number.isInteger(port) || port < 1 || port > 65535) {
+      const shown = typeof node === "string" ? JSON.stringify(node.slice(0, 300)) : typeof node;
+      throw new SessionConfigError(`RedisStore ${what}[${i}] must be "host:port" with a port from 1 to 65535, not ${shown}`);
+    }
+    return { host, port };
+  });
 }
 
 /** Rejects URLs node-redis would misread, without echoing them (they can hold a password). */

@@ -180,7 +180,11 @@ local by = tonumber(ARGV[3])
 if math.abs(value) > limit or math.abs(value + by) > limit then return {'out-of-range'} end
 -- pcall: HINCRBY still refuses text like '007' that the pattern lets through.
 local result = redis.pcall('HINCRBY', key, ARGV[2], ARGV[3])
-if type(result) == 'table' and result.err then return {'not-integer'} end
+if type(result) == 'table' and result.err then
+  if string.find(result.err, 'not an integer', 1, true) then return {'not-integer'} end
+  -- Any other refusal (OOM, READONLY) is a system failure, not a bad value: pass it on.
+  return result
+end
 -- The stored text, not the integer reply: node-redis 5 decodes integer replies with
 -- float arithmetic that is off by one near 2^53.
 return redis.call('HGET', key, ARGV[2])
