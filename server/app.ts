@@ -4,6 +4,9 @@ import { withSessions } from "../src/adapters/node.js";
 import { StoreUnavailableError } from "../src/core/errors.js";
 import type { SessionManager } from "../src/core/manager.js";
 import type { Session } from "../src/core/session.js";
+import { ACCOUNT_SESSION_PATH, accountRoutes } from "./account.js";
+import { CsrfTokens } from "./csrf.js";
+import { logIn } from "./login.js";
 
 /** The reference server's session data. */
 export interface VisitData extends Record<string, unknown> {
@@ -12,12 +15,20 @@ export interface VisitData extends Record<string, unknown> {
 
 type Route = (req: IncomingMessage, res: ServerResponse, session: Session<VisitData>, log: Logger) => Promise<void>;
 
+export interface AppOptions {
+  /** Serves `GET /metrics` from this registry (a prom-client `Registry`); no route without it. */
+  metrics?: { readonly contentType: string; metrics(): Promise<string> };
+  /** Keys for the account page's CSRF tokens (the first signs, all verify); default: random per process. */
+  csrfSecrets?: readonly string[];
+}
+
 /**
  * The visit counter: `GET /` answers `Hello World #N` where N counts the caller's earlier
  * visits. Every request is logged as one JSON line carrying `session`, the session's
  * public handle (never its ID).
  */
-export function createApp(manager: SessionManager<VisitData>, logger: Logger) {
+export function createApp(manager: SessionManager<VisitData>, logger: Logger, options: AppOptions = {}) {
+  const { metrics } = options;
   const routes: Record<string, Route> = {
     "GET /": async (_req, res, session, log) => {
       const visits = (await session.increment("visitCount")) - 1;
@@ -39,11 +50,8 @@ export function createApp(manager: SessionManager<VisitData>, logger: Logger) {
     "POST /login": async (req, res, session) => {
       const body = await readJsonBody(req);
       if (body.kind === "error") return sendJson(res, body.status, { error: body.message });
-      const user = (body.value as { user?: unknown } | null)?.user;
-      if (typeof user !== "string" || user.length < 1 || user.length > 64) {
-        return sendJson(res, 400, { error: 'expected {"user": "<1 to 64 characters>"}' });
-      }
-      await session.login(user);
+      const user = await logIn(session, (body.value as { user?: unknown } | null)?.user);
+      if (user === undefined) return sendJson(res, 400, { error: 'expected {"user": "<1 to 64 characters>"}' });
       sendJson(res, 200, { user });
     },
     "POST /logout": async (_req, res, session) => {
@@ -90,6 +98,14 @@ export function createApp(manager: SessionManager<VisitData>, logger: Logger) {
         sendJson(res, 503, { status: "unavailable", store: manager.store.kind });
       }
     },
+    ...(metrics === undefined
+      ? {}
+      : {
+          // Never touches the session: scraping creates, loads and counts nothing.
+          "GET /metrics": async (_req: IncomingMessage, res: ServerResponse) =>
+            send(res, 200, metrics.contentType, await metrics.metrics()),
+        }),
+    ...accountRoutes(manager, new CsrfTokens(options.csrfSecrets)),
   };
 
   const handle = withSessions(
@@ -121,6 +137,7 @@ const SESSION_PATH = /^\/sessions\/[A-Za-z0-9_-]{1,64}$/;
 
 function routeKey(req: IncomingMessage): string {
   const path = pathOf(req);
+  if (path !== undefined && ACCOUNT_SESSION_PATH.test(path)) return `${req.method} /account/sessions/:id/sign-out`;
   return `${req.method} ${path !== undefined && SESSION_PATH.test(path) ? "/sessions/:id" : path}`;
 }
 

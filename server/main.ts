@@ -1,7 +1,9 @@
 import { createServer } from "node:http";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
+import { Registry } from "prom-client";
 import { SessionManager } from "../src/core/manager.js";
 import type { SessionStore } from "../src/core/store.js";
+import { measureStore, sessionMetrics } from "../src/metrics/prometheus.js";
 import { MemoryStore } from "../src/stores/memory.js";
 import { RedisStore } from "../src/stores/redis/index.js";
 import { SqliteStore } from "../src/stores/sqlite.js";
@@ -15,6 +17,8 @@ function createStore(config: ServerConfig): SessionStore {
     case "sqlite":
       return new SqliteStore({ path: config.sqlitePath });
     case "redis":
+      if (config.redisCluster !== undefined) return new RedisStore({ cluster: config.redisCluster });
+      if (config.redisSentinel !== undefined) return new RedisStore({ sentinel: config.redisSentinel });
       return new RedisStore({ url: config.redisUrl });
   }
 }
@@ -22,6 +26,10 @@ function createStore(config: ServerConfig): SessionStore {
 /** Where the store lives, for the start-up line; a Redis URL loses its password. */
 function describeStore(config: ServerConfig): string {
   if (config.store === "sqlite") return config.sqlitePath;
+  if (config.store === "redis" && config.redisCluster !== undefined) return `Redis Cluster ${config.redisCluster.join(",")}`;
+  if (config.store === "redis" && config.redisSentinel !== undefined) {
+    return `Redis Sentinel ${config.redisSentinel.name}@${config.redisSentinel.nodes.join(",")}`;
+  }
   if (config.store === "redis" && config.redisUrl !== undefined) {
     const url = new URL(config.redisUrl);
     url.password = "";
@@ -30,12 +38,55 @@ function describeStore(config: ServerConfig): string {
   return "process memory";
 }
 
+/**
+ * Probes the store once at start-up. The server starts either way (the Redis client keeps
+ * reconnecting, and requests get 503 meanwhile), but an unreachable store gets one error line
+ * naming where it is (never its password), and one info line once it answers.
+ */
+async function reportStoreAtStart(store: SessionStore, config: ServerConfig, logger: Logger, stopping: () => boolean): Promise<void> {
+  const where = describeStore(config);
+  const timeoutMs = config.storeTimeoutMs ?? 1000;
+  const probe = async (): Promise<string | undefined> => {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve(`no answer within ${timeoutMs} ms`), timeoutMs);
+    });
+    const answered = store.ping().then(() => undefined, rootCauseOf);
+    try {
+      return await Promise.race([answered, timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  const problem = await probe();
+  if (problem === undefined) return;
+  logger.error(
+    { store: config.store, where, reason: problem },
+    `session store unreachable at ${where} (${problem}): answering 503 until it is up`,
+  );
+  while (!stopping()) {
+    await new Promise((resolve) => setTimeout(resolve, 1000).unref());
+    if (!stopping() && (await probe()) === undefined) {
+      logger.info({ store: config.store, where }, `session store reachable at ${where}`);
+      return;
+    }
+  }
+}
+
+/** The innermost message of an error chain (node's connect errors can be an AggregateError with an empty message). */
+function rootCauseOf(error: unknown): string {
+  let current = error;
+  while (current instanceof Error && current.cause !== undefined) current = current.cause;
+  if (current instanceof AggregateError && current.message === "") return current.errors.map((inner) => rootCauseOf(inner)).join("; ");
+  return current instanceof Error ? current.message : String(current);
+}
+
 async function main(): Promise<void> {
   const config = readConfig(process.env);
   const logger = pino({ level: config.logLevel });
   const store = createStore(config);
   const manager = new SessionManager<VisitData>({
-    store,
+    store: measureStore(store),
     secrets: config.secrets,
     idleTimeoutMs: config.idleTimeoutMs,
     absoluteTimeoutMs: config.absoluteTimeoutMs,
@@ -47,7 +98,9 @@ async function main(): Promise<void> {
     else if (event.type !== "conflict") logger.debug({ event }, "session event");
   });
 
-  const server = createServer(createApp(manager, logger));
+  const metrics = new Registry();
+  sessionMetrics(manager, { registry: metrics });
+  const server = createServer(createApp(manager, logger, { metrics, csrfSecrets: config.secrets }));
   server.listen(config.port, config.host, () => {
     const address = server.address();
     const port = typeof address === "object" && address !== null ? address.port : config.port;
@@ -70,6 +123,7 @@ async function main(): Promise<void> {
   };
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
+  void reportStoreAtStart(store, config, logger, () => stopping);
 }
 
 main().catch((error: unknown) => {
