@@ -80,6 +80,8 @@ interface Binding {
   id: string;
   key: string;
   meta: SessionMeta;
+  /** `handleOf(key)`, computed on first use: logging asks for it on every request. */
+  handle?: string;
 }
 
 const MAX_USER_AGENT_LENGTH = 256;
@@ -121,7 +123,10 @@ export class Session<Data extends SessionData = AppSessionData> {
    * no live session. This is the fingerprint to log (never the ID).
    */
   get handle(): string | undefined {
-    return this.#binding === undefined ? undefined : handleOf(this.#binding.key);
+    const binding = this.#binding;
+    if (binding === undefined) return undefined;
+    binding.handle ??= handleOf(binding.key);
+    return binding.handle;
   }
 
   /** Loads the session (once); resolves whether a live session exists. */
