@@ -215,40 +215,49 @@ function nonNegativeInteger(name: string, value: unknown): number {
  * Runs one store operation with a deadline. Clients' own timeouts do not cover a command
  * already written to a stalled server, so the deadline lives here, around every call.
  */
-async function callWithDeadline<T>(
+function callWithDeadline<T>(
   storeKind: string,
   operation: string,
   timeoutMs: number,
   run: () => Promise<T>,
   emit: (event: SessionEvent) => void,
 ): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new StoreUnavailableError(`the ${storeKind} store did not answer ${operation} within ${timeoutMs} ms`, operation)),
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const fail = (error: unknown) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (error instanceof SessionError && !(error instanceof StoreUnavailableError)) return reject(error);
+      const failure =
+        error instanceof StoreUnavailableError
+          ? error
+          : new StoreUnavailableError(
+              `the ${storeKind} store failed ${operation}: ${(error as Error)?.message ?? String(error)}`,
+              operation,
+              {
+                cause: error,
+              },
+            );
+      emit({ type: "store-error", operation, error: failure });
+      reject(failure);
+    };
+    const timer = setTimeout(
+      () => fail(new StoreUnavailableError(`the ${storeKind} store did not answer ${operation} within ${timeoutMs} ms`, operation)),
       timeoutMs,
     );
+    let work: Promise<T>;
+    try {
+      work = run();
+    } catch (error) {
+      return fail(error);
+    }
+    // A late failure, after the deadline fired, lands in `fail` and is ignored there: never unhandled.
+    work.then((value) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(value);
+    }, fail);
   });
-  const work = Promise.resolve().then(run);
-  // The operation may still fail after the deadline fired: never leave that rejection unhandled.
-  work.catch(() => undefined);
-  try {
-    return await Promise.race([work, deadline]);
-  } catch (error) {
-    if (error instanceof SessionError && !(error instanceof StoreUnavailableError)) throw error;
-    const failure =
-      error instanceof StoreUnavailableError
-        ? error
-        : new StoreUnavailableError(
-            `the ${storeKind} store failed ${operation}: ${(error as Error)?.message ?? String(error)}`,
-            operation,
-            {
-              cause: error,
-            },
-          );
-    emit({ type: "store-error", operation, error: failure });
-    throw failure;
-  } finally {
-    clearTimeout(timer);
-  }
 }

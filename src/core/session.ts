@@ -406,7 +406,8 @@ export class Session<Data extends SessionData = AppSessionData> {
 
   #adopt(binding: Binding, record: { fields: Map<string, string>; values: Map<string, unknown> }): void {
     this.#binding = binding;
-    this.#fields = new Map(record.fields);
+    // Stores hand out fresh Maps (and `#create` passes its own), so no copy is needed.
+    this.#fields = record.fields;
     this.#values = record.values;
   }
 

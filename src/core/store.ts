@@ -133,6 +133,27 @@ export interface SessionStore {
   /** How many live sessions the store holds (optional ability). */
   count?(now: number): Promise<number>;
 
+  /**
+   * Every live session (`expiresAt > now`, meta intact) with its key and meta, for admin
+   * tools (optional ability). The store reads in batches and never loads field values, so
+   * memory stays bounded by a batch, and no single step holds the backend for long (Redis:
+   * `SCAN` on every master, then pipelined `HMGET`s; SQLite: one short read per page of keys).
+   * It costs O(sessions in the store): never call it on a request path.
+   *
+   * Each key is yielded at most once, in no particular order. A session created, destroyed or
+   * rotated while the scan runs may or may not be listed (a rotated one may appear under its
+   * old key, its new key or both). Breaking out of the loop stops the scan.
+   */
+  scan?(now: number): AsyncIterable<UserSessionEntry>;
+
+  /**
+   * Deletes the records that expired (`expiresAt <= now`) and resolves how many it deleted
+   * (optional ability). Only stores whose records outlive their expiry until a sweep have it
+   * (SQLite); Redis expires keys by itself. Runs in short batches, so that other writers wait
+   * at most one batch for the lock.
+   */
+  purgeExpired?(now: number): Promise<number>;
+
   /** Releases timers and connections the store opened itself. */
   dispose?(): Promise<void>;
 }
