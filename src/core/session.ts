@@ -442,7 +442,9 @@ export class Session<Data extends SessionData = AppSessionData> {
       absoluteExpiresAt,
       expiresAt: Math.min(now + this.runtime.idleTimeoutMs, absoluteExpiresAt),
       userId,
-      userAgent: this.request.userAgent?.slice(0, MAX_USER_AGENT_LENGTH),
+      // Only a user's sessions are listed with their device; an anonymous session does not
+      // keep it (a long User-Agent triples a Redis hash: listpack → hashtable).
+      userAgent: userId === undefined ? undefined : this.request.userAgent?.slice(0, MAX_USER_AGENT_LENGTH),
     };
   }
 

@@ -28,7 +28,7 @@ export interface SessionMeta {
   expiresAt: number;
   /** The user this session is bound to, if any. */
   userId?: string | undefined;
-  /** The User-Agent of the request that created or last rotated the session (truncated). */
+  /** The User-Agent of the request that logged the user in (truncated); none for anonymous sessions. */
   userAgent?: string | undefined;
 }
 
