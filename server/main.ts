@@ -4,39 +4,9 @@ import { Registry } from "prom-client";
 import { SessionManager } from "../src/core/manager.js";
 import type { SessionStore } from "../src/core/store.js";
 import { measureStore, sessionMetrics } from "../src/metrics/prometheus.js";
-import { MemoryStore } from "../src/stores/memory.js";
-import { RedisStore } from "../src/stores/redis/index.js";
-import { SqliteStore } from "../src/stores/sqlite.js";
 import { createApp, type VisitData } from "./app.js";
 import { readConfig, type ServerConfig } from "./config.js";
-
-function createStore(config: ServerConfig): SessionStore {
-  switch (config.store) {
-    case "memory":
-      return new MemoryStore();
-    case "sqlite":
-      return new SqliteStore({ path: config.sqlitePath });
-    case "redis":
-      if (config.redisCluster !== undefined) return new RedisStore({ cluster: config.redisCluster });
-      if (config.redisSentinel !== undefined) return new RedisStore({ sentinel: config.redisSentinel });
-      return new RedisStore({ url: config.redisUrl });
-  }
-}
-
-/** Where the store lives, for the start-up line; a Redis URL loses its password. */
-function describeStore(config: ServerConfig): string {
-  if (config.store === "sqlite") return config.sqlitePath;
-  if (config.store === "redis" && config.redisCluster !== undefined) return `Redis Cluster ${config.redisCluster.join(",")}`;
-  if (config.store === "redis" && config.redisSentinel !== undefined) {
-    return `Redis Sentinel ${config.redisSentinel.name}@${config.redisSentinel.nodes.join(",")}`;
-  }
-  if (config.store === "redis" && config.redisUrl !== undefined) {
-    const url = new URL(config.redisUrl);
-    url.password = "";
-    return url.toString();
-  }
-  return "process memory";
-}
+import { createStore, describeStore } from "./store.js";
 
 /**
  * Probes the store once at start-up. The server starts either way (the Redis client keeps

@@ -80,6 +80,9 @@ export function measureStore(store: SessionStore): MeasuredStore {
     listByUser: optional("listByUser", store.listByUser),
     destroyByUser: optional("destroyByUser", store.destroyByUser),
     count: optional("count", store.count),
+    purgeExpired: optional("purgeExpired", store.purgeExpired),
+    // A scan is a stream of batches, not one call: it is passed through untimed.
+    scan: store.scan?.bind(store),
     dispose: store.dispose?.bind(store),
     onTiming(listener) {
       listeners.add(listener);

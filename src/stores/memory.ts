@@ -127,6 +127,15 @@ export class MemoryStore implements SessionStore {
     return this.#records.size;
   }
 
+  /** Every live record's key and meta, from a snapshot of the keys (at most `maxEntries` of them). */
+  async *scan(now: number): AsyncGenerator<UserSessionEntry> {
+    // A snapshot, not the live iterator: a key deleted and set again would be visited twice.
+    for (const key of [...this.#records.keys()]) {
+      const record = this.#records.get(key);
+      if (record !== undefined && record.meta.expiresAt > now) yield { key, meta: { ...record.meta } };
+    }
+  }
+
   async dispose(): Promise<void> {
     clearInterval(this.#sweeper);
     this.#records.clear();

@@ -40,6 +40,8 @@ const DEFAULT_PATH = "./data/sessions.db";
 const MAX_TIMER_MS = 2_147_483_647;
 /** Rows deleted per sweep statement, so that a large sweep never holds the write lock for long. */
 const SWEEP_BATCH = 1000;
+/** Rows read per page of `scan()`: each page is one short read, so no reader holds a snapshot for long. */
+const SCAN_PAGE = 1000;
 const INTEGER_PATTERN = /^-?\d+$/;
 
 const SCHEMA = `
@@ -115,6 +117,7 @@ export class SqliteStore implements SessionStore {
   readonly #deleteByUser: Database.Statement<[string]>;
   readonly #countLive: Database.Statement<[number], { n: number }>;
   readonly #sweepBatch: Database.Statement<[number, number]>;
+  readonly #scanPage: Database.Statement<[string, number, number], SessionRow>;
 
   readonly #selectOne: Database.Statement<[]>;
 
@@ -187,6 +190,8 @@ export class SqliteStore implements SessionStore {
     this.#sweepBatch = prepare(
       "DELETE FROM sessionstore_sessions WHERE key IN (SELECT key FROM sessionstore_sessions WHERE expires_at <= ? LIMIT ?)",
     );
+    // Pages walk the primary key (`+expires_at` keeps the planner off the expiry index, which would sort every live row per page).
+    this.#scanPage = prepare("SELECT * FROM sessionstore_sessions WHERE key > ? AND +expires_at > ? ORDER BY key LIMIT ?");
     this.#selectOne = prepare("SELECT 1");
 
     this.#loadTx = db.transaction(this.#loadRecord.bind(this));
@@ -259,6 +264,27 @@ export class SqliteStore implements SessionStore {
 
   async count(now: number): Promise<number> {
     return this.#countLive.get(now)?.n ?? 0;
+  }
+
+  /** Every live session's key and meta, a page of {@link SCAN_PAGE} rows per read, in key order; field rows are never read. */
+  async *scan(now: number): AsyncGenerator<UserSessionEntry> {
+    let after = "";
+    for (;;) {
+      const rows = this.#scanPage.all(after, now, SCAN_PAGE);
+      for (const row of rows) {
+        if (typeof row.key !== "string") continue;
+        const meta = toMeta(row);
+        if (meta !== undefined && meta.expiresAt > now) yield { key: row.key, meta };
+      }
+      const last = rows.at(-1)?.key;
+      if (rows.length < SCAN_PAGE || typeof last !== "string") return;
+      after = last;
+    }
+  }
+
+  /** Deletes expired sessions (and their fields) now, in batches of {@link SWEEP_BATCH}, and resolves how many. */
+  async purgeExpired(now: number): Promise<number> {
+    return this.#purge(now);
   }
 
   async dispose(): Promise<void> {
@@ -393,10 +419,20 @@ export class SqliteStore implements SessionStore {
     return live;
   }
 
+  /** Deletes expired sessions; each batch commits on its own, so other processes wait at most one batch for the lock. */
+  #purge(now: number): number {
+    let deleted = 0;
+    for (;;) {
+      // `changes` counts the session rows; the field rows going with them (ON DELETE CASCADE) are not counted.
+      const { changes } = this.#sweepBatch.run(now, SWEEP_BATCH);
+      deleted += changes;
+      if (changes < SWEEP_BATCH) return deleted;
+    }
+  }
+
   #sweep(now: number): void {
     try {
-      // Each batch commits on its own, so other processes wait at most one batch for the lock.
-      while (this.#sweepBatch.run(now, SWEEP_BATCH).changes === SWEEP_BATCH) {}
+      this.#purge(now);
     } catch {
       // A busy or closed database: the next sweep tries again, and readers ignore expired rows meanwhile.
     }

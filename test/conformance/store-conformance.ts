@@ -324,6 +324,65 @@ export function describeStoreConformance(name: string, open: () => Promise<Store
         await store.create(newKey(), record({}));
         expect(await store.count(Date.now())).toBe(before + 1);
       });
+
+      it("scans every live session once, with its key and meta and never its data", async (context) => {
+        const scan = store.scan?.bind(store);
+        if (scan === undefined) return context.skip();
+        const user = `user-${newKey().slice(0, 8)}`;
+        const now = Date.now();
+        const overrides = (i: number): Partial<SessionMeta> => (i % 2 === 0 ? { userId: user, userAgent: `ua-${i}` } : {});
+        // Enough sessions that a Redis Cluster holds some on every master.
+        const live = Array.from({ length: 30 }, () => newKey());
+        await Promise.all(live.map((key, i) => store.create(key, record({ secret: '"value"' }, metaFor(now, overrides(i))))));
+        const destroyed = newKey();
+        await store.create(destroyed, record({}));
+        await store.destroy(destroyed);
+        const expiring = newKey();
+        await store.create(expiring, record({}, metaFor(now, { expiresAt: now + 100 })));
+        const [rotatedFrom, rotatedTo] = [newKey(), newKey()];
+        await store.create(rotatedFrom, record({}));
+        await store.rotate(rotatedFrom, rotatedTo, { userId: user }, now);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+
+        const at = Date.now();
+        const seen = new Map<string, SessionMeta>();
+        let yielded = 0;
+        for await (const entry of scan(at)) {
+          yielded++;
+          expect(Object.keys(entry).sort()).toEqual(["key", "meta"]);
+          expect(entry.meta.expiresAt).toBeGreaterThan(at);
+          seen.set(entry.key, entry.meta);
+        }
+        expect(yielded).toBe(seen.size);
+        live.forEach((key, i) => {
+          expect(seen.get(key)).toEqual(metaFor(now, overrides(i)));
+        });
+        expect(seen.get(rotatedTo)?.userId).toBe(user);
+        for (const gone of [destroyed, expiring, rotatedFrom]) expect(seen.has(gone)).toBe(false);
+
+        // Breaking out of the loop ends the scan.
+        for await (const entry of scan(Date.now())) {
+          expect(entry.key).toBeTypeOf("string");
+          break;
+        }
+      });
+
+      it("purges expired records, their data with them, and reports how many", async (context) => {
+        const purge = store.purgeExpired?.bind(store);
+        if (purge === undefined) return context.skip();
+        const now = Date.now();
+        const expired = [newKey(), newKey()];
+        for (const key of expired) await store.create(key, record({ a: "1" }, metaFor(now, { expiresAt: now + 100 })));
+        const live = newKey();
+        await store.create(live, record({ a: "1" }));
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        const at = Date.now();
+        expect(await purge(at)).toBeGreaterThanOrEqual(expired.length);
+        expect(await purge(at)).toBe(0);
+        for (const key of expired) expect(await harness.holdsAnything(key)).toBe(false);
+        expect(await harness.holdsAnything(live)).toBe(true);
+        expect((await store.load(live, noTouch()))?.fields.get("a")).toBe("1");
+      });
     });
   });
 }

@@ -97,6 +97,13 @@ const INTEGER_TEXT = /^-?\d{1,16}$/;
 const NEVER = String(Number.MAX_SAFE_INTEGER);
 /** Most members sent in one ZREM. */
 const ZREM_BATCH = 500;
+/**
+ * Most HMGETs `scan()` has in flight at once: well under the 1,000 commands a client the store
+ * built holds, so that a scan never fills its queue.
+ */
+const SCAN_READ_BATCH = 250;
+/** The meta fields `scan()` reads, in the order `parseMetaList` expects. */
+const META_LIST = [M.createdAt, M.lastSeenAt, M.absoluteExpiresAt, M.expiresAt, M.userId, M.userAgent];
 
 /**
  * Stores sessions in Redis: standalone (with or without replicas), Sentinel or Cluster. See the
@@ -334,6 +341,35 @@ export class RedisStore implements SessionStore {
     return seen.size;
   }
 
+  /**
+   * Every live session: `SCAN … COUNT 1000` over the prefix on every master (each step is short,
+   * so Redis is never blocked), skipping the `user:` index keys, then the meta of each batch with
+   * pipelined HMGETs ({@link SCAN_READ_BATCH} in flight, each routed by its key). Field values
+   * are never read. A key SCAN returns twice is yielded once: the names seen so far are kept,
+   * about 100 bytes per session.
+   */
+  async *scan(now: number): AsyncGenerator<UserSessionEntry> {
+    const at = Math.floor(now);
+    const prefix = this.#prefix;
+    const indexPrefix = `${prefix}user:`;
+    const seen = new Set<string>();
+    for await (const batch of this.#redis.scan(`${escapeGlob(prefix)}*`)) {
+      const names = batch.filter((name) => !name.startsWith(indexPrefix) && !seen.has(name));
+      for (const name of names) seen.add(name);
+      for (let i = 0; i < names.length; i += SCAN_READ_BATCH) {
+        const chunk = names.slice(i, i + SCAN_READ_BATCH);
+        const metas = await Promise.all(
+          chunk.map((name) => this.#redis.command(name, ["HMGET", name, ...META_LIST]).catch(nullOnWrongType)),
+        );
+        for (const [j, name] of chunk.entries()) {
+          // An expired, destroyed or foreign key reads as nils or a bad meta, and is left out.
+          const meta = parseMetaList(metas[j] ?? null);
+          if (meta !== undefined && meta.expiresAt > at) yield { key: name.slice(prefix.length), meta };
+        }
+      }
+    }
+  }
+
   /** Closes the client the store built (`url`, `cluster`, `sentinel`); an injected client stays open. */
   async dispose(): Promise<void> {
     await this.#redis.close();
@@ -508,6 +544,12 @@ function parseMetaList(reply: RedisReply): SessionMeta | undefined {
     const value = reply[order.indexOf(field)];
     return typeof value === "string" ? value : undefined;
   });
+}
+
+/** A key that is not a hash (a foreign or damaged value) answers HMGET with WRONGTYPE: it holds no session. */
+function nullOnWrongType(error: unknown): null {
+  if (error instanceof Error && error.message.startsWith("WRONGTYPE")) return null;
+  throw error;
 }
 
 function escapeGlob(text: string): string {
