@@ -289,7 +289,7 @@ async function scaleCheck(redis, rate) {
     const cookie = await freshSession(server.port, entry);
     const [templateKey] = await redis.keys("sess:*");
     const template = await redis.admin.hgetall(templateKey);
-    const expiresAt = Number(template["m:e"]);
+    const expiresAt = Number(template.e);
     // Warm the fresh server up at full speed first, so that the first size measured does not pay for JIT compilation.
     await load(server.port, { path: "/", cookie, connections: config.connections, duration: 2 * config.warmup });
     const sizes = [config.small, config.big];

@@ -31,11 +31,12 @@ export function isWellFormedSessionId(value: string): boolean {
 }
 
 /**
- * The key a store files the session under: SHA-256 of the ID. Knowing a key does not
- * give the ID, and lookups by key do not leak the ID through timing.
+ * The key a store files the session under: SHA-256 of the ID, cut to 192 bits (32
+ * base64url characters). Knowing a key does not give the ID, lookups by key do not leak
+ * the ID through timing, and 192 bits keep keys unique while a Redis session stays small.
  */
 export function storeKeyOf(sessionId: string): string {
-  return createHash("sha256").update(sessionId).digest("base64url");
+  return createHash("sha256").update(sessionId).digest().toString("base64url", 0, 24);
 }
 
 /**

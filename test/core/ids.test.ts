@@ -14,7 +14,7 @@ describe("session IDs", () => {
     const id = newSessionId();
     const key = storeKeyOf(id);
     expect(key).not.toBe(id);
-    expect(key).toHaveLength(43);
+    expect(key).toHaveLength(32);
     expect(handleOf(key)).toMatch(/^[A-Za-z0-9_-]{16}$/);
     expect(handleOf(key)).not.toBe(key.slice(0, 16));
     expect(storeKeyOf(id)).toBe(key);

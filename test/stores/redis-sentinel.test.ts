@@ -98,8 +98,8 @@ function openHarness(flavor: Flavor): () => Promise<StoreHarness> {
         return ttl === -1 ? Number.POSITIVE_INFINITY : ttl;
       },
       async corrupt(key) {
-        await admin.hDel(PREFIX + key, "m:a");
-        await admin.hSet(PREFIX + key, "m:e", "soon");
+        await admin.hDel(PREFIX + key, "a");
+        await admin.hSet(PREFIX + key, "e", "soon");
       },
       async holdsAnything(key) {
         return (await admin.exists(PREFIX + key)) === 1;

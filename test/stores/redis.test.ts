@@ -61,8 +61,8 @@ function openHarness(flavor: "node-redis" | "ioredis"): () => Promise<StoreHarne
       },
       async corrupt(key) {
         // A half-written record: one deadline gone, another not a number.
-        await admin.hDel(PREFIX + key, "m:a");
-        await admin.hSet(PREFIX + key, "m:e", "soon");
+        await admin.hDel(PREFIX + key, "a");
+        await admin.hSet(PREFIX + key, "e", "soon");
       },
       async holdsAnything(key) {
         return (await admin.exists(PREFIX + key)) === 1;

@@ -112,7 +112,7 @@ export async function redisSetup(db = 3): Promise<ServerStoreSetup & { redis: Re
     holds: async (storeKey) => (await client.exists(`sess:${storeKey}`)) === 1,
     corruptions: {
       "a field that is not JSON": async (storeKey) => void (await client.hSet(`sess:${storeKey}`, "d:visitCount", "{not json")),
-      "a half-written hash": async (storeKey) => void (await client.hDel(`sess:${storeKey}`, ["m:a", "m:c"])),
+      "a half-written hash": async (storeKey) => void (await client.hDel(`sess:${storeKey}`, ["a", "c"])),
       "a value of the wrong type": async (storeKey) => {
         const ttl = await client.pTTL(`sess:${storeKey}`);
         await client.set(`sess:${storeKey}`, "garbage", { PX: ttl });

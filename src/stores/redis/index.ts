@@ -2,9 +2,9 @@
  * Sessions in Redis: one hash per session, one Lua script per operation.
  *
  * Layout, under `prefix` (default `sess:`):
- * - `<prefix><storeKey>`: a hash. `d:<name>` → the field's JSON text; `m:c` createdAt,
- *   `m:s` lastSeenAt, `m:a` absoluteExpiresAt, `m:e` expiresAt (integers as decimal text),
- *   `m:u` userId, `m:ua` userAgent. The key expires at `m:e` (PEXPIREAT, an absolute time).
+ * - `<prefix><storeKey>`: a hash. `d:<name>` → the field's JSON text; `c` createdAt,
+ *   `s` lastSeenAt, `a` absoluteExpiresAt, `e` expiresAt (integers as decimal text),
+ *   `u` userId, `ua` userAgent. The key expires at `e` (PEXPIREAT, an absolute time).
  * - `<prefix>user:<sha256(userId)>`: the per-user index, a sorted set of store keys scored
  *   by max(expiresAt, absoluteExpiresAt), expiring with its last member. The user ID is
  *   hashed so that no key name holds application data (and no `{…}` in a user ID can
@@ -82,12 +82,12 @@ const MAX_PREFIX_LENGTH = 256;
 
 /** Meta fields as stored in the hash. */
 const M = {
-  createdAt: "m:c",
-  lastSeenAt: "m:s",
-  absoluteExpiresAt: "m:a",
-  expiresAt: "m:e",
-  userId: "m:u",
-  userAgent: "m:ua",
+  createdAt: "c",
+  lastSeenAt: "s",
+  absoluteExpiresAt: "a",
+  expiresAt: "e",
+  userId: "u",
+  userAgent: "ua",
 } as const;
 
 const TIME_FIELDS = ["createdAt", "lastSeenAt", "absoluteExpiresAt", "expiresAt"] as const;
@@ -530,7 +530,7 @@ function parseRecord(reply: RedisReply): StoredSession | undefined {
     const value = reply[i + 1];
     if (typeof name !== "string" || typeof value !== "string") return undefined;
     if (name.startsWith("d:")) fields.set(name.slice(2), value);
-    else if (name.startsWith("m:")) metaFields.set(name, value);
+    else metaFields.set(name, value);
   }
   const meta = buildMeta((field) => metaFields.get(field));
   return meta === undefined ? undefined : { meta, fields };

@@ -18,9 +18,11 @@
  * that same text, never formatted by Lua (Lua 5.1 prints 14 significant digits). Lua
  * reads them with `tonumber` only to compare, which is exact below 2^53.
  *
- * Record layout (one hash per session): `d:<name>` → JSON text; `m:c` createdAt, `m:s`
- * lastSeenAt, `m:a` absoluteExpiresAt, `m:e` expiresAt (integers, decimal text), `m:u`
- * userId, `m:ua` userAgent (optional). The key expires at `m:e` (PEXPIREAT: an absolute
+ * Record layout (one hash per session): `d:<name>` → JSON text; `c` createdAt, `s`
+ * lastSeenAt, `a` absoluteExpiresAt, `e` expiresAt (integers, decimal text), `u`
+ * userId, `ua` userAgent (optional). Meta names are one or two letters and never contain
+ * `:`, so they cannot meet a `d:` data field; short names keep a visit-counter session
+ * as small as connect-redis' one-string record. The key expires at `e` (PEXPIREAT: an absolute
  * time, which survives restarts and AOF reloads).
  * @module
  */
@@ -40,7 +42,7 @@ function script(name: string, source: string): LuaScript {
 
 /**
  * Shared helpers. `live(key, now)` is the single definition of "the record is there":
- * a hash whose four timestamps are integers and whose `m:e` is after `now`. Anything else
+ * a hash whose four timestamps are integers and whose `e` is after `now`. Anything else
  * under the key (an expired record, a half-written or damaged one, a value of another
  * type) is deleted, so that a damaged record is removed the first time anyone looks.
  * `now` is the caller's clock, as the store contract says; Redis's own expiry (PEXPIREAT)
@@ -57,7 +59,7 @@ local function live(key, now)
   local kind = redis.call('TYPE', key)['ok']
   if kind == 'none' then return nil end
   if kind == 'hash' then
-    local m = redis.call('HMGET', key, 'm:c', 'm:s', 'm:a', 'm:e')
+    local m = redis.call('HMGET', key, 'c', 's', 'a', 'e')
     if is_int(m[1]) and is_int(m[2]) and is_int(m[3]) and is_int(m[4]) then
       if tonumber(m[4]) > now then return m end
     end
@@ -87,8 +89,8 @@ end
 /**
  * load. KEYS[1] session. ARGV: now, now + idle timeout, touch interval.
  * Returns nil (gone, expired or damaged: damaged and expired records are deleted) or the
- * flat HGETALL list. When a touch is due (now - lastSeenAt >= interval) it moves `m:s` to
- * now and `m:e` to min(now + idle, absolute) with PEXPIREAT in the same step, so a touch
+ * flat HGETALL list. When a touch is due (now - lastSeenAt >= interval) it moves `s` to
+ * now and `e` to min(now + idle, absolute) with PEXPIREAT in the same step, so a touch
  * never races a destroy and never outlives the absolute deadline.
  */
 export const LOAD = script(
@@ -106,7 +108,7 @@ if now - tonumber(m[2]) >= tonumber(ARGV[3]) then
     redis.call('DEL', key)
     return nil
   end
-  redis.call('HSET', key, 'm:s', ARGV[1], 'm:e', expires)
+  redis.call('HSET', key, 's', ARGV[1], 'e', expires)
   redis.call('PEXPIREAT', key, expires)
 end
 return redis.call('HGETALL', key)
@@ -145,13 +147,13 @@ local before = live(key, tonumber(ARGV[1]))
 if not before then return 0 end
 local report = ARGV[3] == '1'
 local user_before = false
-if report then user_before = redis.call('HGET', key, 'm:u') end
+if report then user_before = redis.call('HGET', key, 'u') end
 local set_count = tonumber(ARGV[4])
 hset_from(key, ARGV, 5, 4 + set_count)
 hdel_from(key, ARGV, 5 + set_count, #ARGV)
 if ARGV[2] ~= '' then redis.call('PEXPIREAT', key, ARGV[2]) end
 if not report then return 1 end
-local after = redis.call('HMGET', key, 'm:u', 'm:e', 'm:a')
+local after = redis.call('HMGET', key, 'u', 'e', 'a')
 return {1, user_before or '', before[4], before[3], after[1] or '', after[2] or '', after[3] or ''}
 `,
 );
@@ -242,7 +244,7 @@ export const DESTROY = script(
   `
 local key = KEYS[1]
 local user = false
-if redis.call('TYPE', key)['ok'] == 'hash' then user = redis.call('HGET', key, 'm:u') end
+if redis.call('TYPE', key)['ok'] == 'hash' then user = redis.call('HGET', key, 'u') end
 redis.call('DEL', key)
 return user
 `,
