@@ -3,7 +3,7 @@ import type { CookieReading, SessionCookie } from "./cookie.js";
 import { SessionConflictError, SessionStateError, SessionValueError } from "./errors.js";
 import type { SessionEvent } from "./events.js";
 import { handleOf, newSessionId, storeKeyOf } from "./ids.js";
-import type { SessionMeta, SessionStore, StoredSession } from "./store.js";
+import type { LoadOptions, SessionMeta, SessionStore, StoredSession } from "./store.js";
 import { decodeFields, encodeValue } from "./values.js";
 
 /** Session data: string keys, JSON values. */
@@ -79,7 +79,8 @@ export interface SessionRuntime {
 interface Binding {
   id: string;
   key: string;
-  meta: SessionMeta;
+  /** Absent only after an increment on a session not loaded yet; any load fills it in. */
+  meta?: SessionMeta;
   /** `handleOf(key)`, computed on first use: logging asks for it on every request. */
   handle?: string;
 }
@@ -139,8 +140,9 @@ export class Session<Data extends SessionData = AppSessionData> {
   async info(): Promise<SessionInfo | undefined> {
     await this.#load();
     const binding = this.#binding;
-    if (binding === undefined) return undefined;
-    const { meta } = binding;
+    // After a load every binding has its meta (only an unloaded increment binds without).
+    const meta = binding?.meta;
+    if (binding === undefined || meta === undefined) return undefined;
     return {
       handle: handleOf(binding.key),
       createdAt: new Date(meta.createdAt),
@@ -220,17 +222,23 @@ export class Session<Data extends SessionData = AppSessionData> {
     if (!Number.isSafeInteger(by))
       throw new SessionValueError(`increment(${JSON.stringify(key)}, by): by must be a safe integer, got ${String(by)}`);
     return this.#exclusive(async () => {
-      await this.#load();
       this.#assertWritable();
-      const binding = this.#binding;
+      // Not loaded yet: increment straight away (the store touches in the same step), so
+      // that a request whose only use of its session is a counter costs one round trip.
+      let binding = this.#loading === undefined ? this.#unloadedBinding() : undefined;
+      if (binding === undefined) {
+        await this.#load();
+        binding = this.#binding;
+      }
       if (binding !== undefined) {
-        const now = this.runtime.now();
-        const value = await this.runtime.call("increment", () => this.runtime.store.increment(binding.key, key, by, now));
+        const value = await this.runtime.call("increment", () => this.runtime.store.increment(binding.key, key, by, this.#loadOptions()));
         if (value !== undefined) {
-          this.#remember(new Map([[key, String(value)]]), []);
+          this.#binding = binding;
+          if (binding.meta !== undefined) this.#remember(new Map([[key, String(value)]]), []);
           this.#status = "modified";
           return value;
         }
+        this.#loading ??= Promise.resolve();
         this.#lose(binding, "gone before an increment");
       }
       await this.#create(new Map([[key, String(by)]]));
@@ -326,7 +334,7 @@ export class Session<Data extends SessionData = AppSessionData> {
       const binding = this.#binding;
       if (binding !== undefined) {
         await this.runtime.call("destroy", () => this.runtime.store.destroy(binding.key));
-        this.runtime.emit({ type: "destroyed", handle: handleOf(binding.key), userId: binding.meta.userId });
+        this.runtime.emit({ type: "destroyed", handle: handleOf(binding.key), userId: binding.meta?.userId });
         this.#forget();
       }
       if (this.reading.kind !== "absent" || binding !== undefined) {
@@ -347,7 +355,24 @@ export class Session<Data extends SessionData = AppSessionData> {
     return this.#loading;
   }
 
+  /**
+   * The session the cookie names, before it is loaded (no meta yet), or `undefined` when the
+   * cookie names none. A cookie signed with an older secret goes through a load, which
+   * re-issues it: the new cookie's expiry needs the loaded absolute deadline.
+   */
+  #unloadedBinding(): Binding | undefined {
+    const reading = this.reading;
+    if (reading.kind !== "valid" || reading.signedWithOldSecret) return undefined;
+    return { id: reading.id, key: storeKeyOf(reading.id) };
+  }
+
+  #loadOptions(): LoadOptions {
+    return { now: this.runtime.now(), idleTimeoutMs: this.runtime.idleTimeoutMs, touchIntervalMs: this.runtime.touchIntervalMs };
+  }
+
   async #loadOnce(): Promise<void> {
+    // A blind increment may have bound the session without loading it: the load replaces that.
+    this.#forget();
     const reading = this.reading;
     if (reading.kind === "absent") return;
     if (reading.kind === "invalid") {
@@ -372,7 +397,7 @@ export class Session<Data extends SessionData = AppSessionData> {
    */
   async #fetch(key: string): Promise<(StoredSession & { values: Map<string, unknown> }) | undefined> {
     const { store } = this.runtime;
-    const options = { now: this.runtime.now(), idleTimeoutMs: this.runtime.idleTimeoutMs, touchIntervalMs: this.runtime.touchIntervalMs };
+    const options = this.#loadOptions();
     const record = await this.runtime.call("load", () => store.load(key, options));
     if (record === undefined) return undefined;
     const values = decodeFields(record.fields);
@@ -485,7 +510,7 @@ export class Session<Data extends SessionData = AppSessionData> {
 
   #sendCookie(): void {
     const binding = this.#binding;
-    if (binding === undefined) return;
+    if (binding?.meta === undefined) return;
     this.response.setCookie(this.runtime.cookie.issue(binding.id, binding.meta.absoluteExpiresAt, this.request.secure));
   }
 

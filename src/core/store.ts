@@ -93,10 +93,12 @@ export interface SessionStore {
 
   /**
    * Adds `by` to the integer field `field` (absent counts as 0) and resolves the new
-   * value, or `undefined` when the record is gone. Rejects with `SessionValueError`
-   * when the field holds something other than an integer.
+   * value, or `undefined` when the record is gone. Refreshes the idle deadline in the same
+   * atomic step when a touch is due, exactly as `load` does: a request whose only store
+   * call is an increment keeps its session alive. Rejects with `SessionValueError` when
+   * the field holds something other than an integer.
    */
-  increment(key: string, field: string, by: number, now: number): Promise<number | undefined>;
+  increment(key: string, field: string, by: number, options: LoadOptions): Promise<number | undefined>;
 
   /**
    * Sets `field` to `next` (or removes it when `next` is `undefined`) only if it

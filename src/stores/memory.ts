@@ -38,14 +38,10 @@ export class MemoryStore implements SessionStore {
     this.#sweeper.unref();
   }
 
-  async load(key: string, { now, idleTimeoutMs, touchIntervalMs }: LoadOptions): Promise<StoredSession | undefined> {
-    const record = this.#live(key, now);
+  async load(key: string, options: LoadOptions): Promise<StoredSession | undefined> {
+    const record = this.#live(key, options.now);
     if (record === undefined) return undefined;
-    const { meta } = record;
-    if (now - meta.lastSeenAt >= touchIntervalMs) {
-      meta.lastSeenAt = now;
-      meta.expiresAt = Math.min(now + idleTimeoutMs, meta.absoluteExpiresAt);
-    }
+    touch(record.meta, options);
     return copy(record);
   }
 
@@ -65,9 +61,10 @@ export class MemoryStore implements SessionStore {
     return true;
   }
 
-  async increment(key: string, field: string, by: number, now: number): Promise<number | undefined> {
-    const record = this.#live(key, now);
+  async increment(key: string, field: string, by: number, options: LoadOptions): Promise<number | undefined> {
+    const record = this.#live(key, options.now);
     if (record === undefined) return undefined;
+    touch(record.meta, options);
     const current = record.fields.get(field) ?? "0";
     if (!INTEGER_PATTERN.test(current))
       throw new SessionValueError(`increment(${JSON.stringify(field)}): the stored value is not an integer`);
@@ -160,6 +157,13 @@ export class MemoryStore implements SessionStore {
     const oldest = this.#records.keys().next();
     if (oldest.done !== true) this.#records.delete(oldest.value);
   }
+}
+
+/** Refreshes the idle deadline when a touch is due, never past the absolute deadline. */
+function touch(meta: SessionMeta, { now, idleTimeoutMs, touchIntervalMs }: LoadOptions): void {
+  if (now - meta.lastSeenAt < touchIntervalMs) return;
+  meta.lastSeenAt = now;
+  meta.expiresAt = Math.min(now + idleTimeoutMs, meta.absoluteExpiresAt);
 }
 
 /** Records are copied in and out so that callers never share mutable state with the store. */

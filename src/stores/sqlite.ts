@@ -124,7 +124,7 @@ export class SqliteStore implements SessionStore {
   readonly #loadTx: Database.Transaction<(key: string, options: LoadOptions, write: boolean) => LoadResult>;
   readonly #createTx: Database.Transaction<(key: string, record: StoredSession) => boolean>;
   readonly #applyTx: Database.Transaction<(key: string, change: SessionChange) => boolean>;
-  readonly #incrementTx: Database.Transaction<(key: string, field: string, by: number, now: number) => number | undefined>;
+  readonly #incrementTx: Database.Transaction<(key: string, field: string, by: number, options: LoadOptions) => number | undefined>;
   readonly #compareAndSetTx: Database.Transaction<
     (key: string, field: string, expected: string | undefined, next: string | undefined, now: number) => CompareAndSetResult
   >;
@@ -222,9 +222,9 @@ export class SqliteStore implements SessionStore {
     return this.#applyTx.immediate(key, change);
   }
 
-  async increment(key: string, field: string, by: number, now: number): Promise<number | undefined> {
+  async increment(key: string, field: string, by: number, options: LoadOptions): Promise<number | undefined> {
     if (!Number.isSafeInteger(by)) throw new SessionValueError(`increment(${JSON.stringify(field)}): the step must be an integer`);
-    return this.#incrementTx.immediate(key, field, by, now);
+    return this.#incrementTx.immediate(key, field, by, options);
   }
 
   async compareAndSet(
@@ -333,11 +333,17 @@ export class SqliteStore implements SessionStore {
     const { meta } = found;
     if (now - meta.lastSeenAt >= touchIntervalMs) {
       if (!write) return NEEDS_WRITE;
-      meta.lastSeenAt = now;
-      meta.expiresAt = Math.min(now + idleTimeoutMs, meta.absoluteExpiresAt);
-      this.#touch.run(meta.lastSeenAt, meta.expiresAt, key);
+      this.#touchMeta(key, meta, { now, idleTimeoutMs, touchIntervalMs });
     }
     return { meta, fields };
+  }
+
+  /** Refreshes the idle deadline of a live row when a touch is due, never past the absolute deadline. */
+  #touchMeta(key: string, meta: SessionMeta, { now, idleTimeoutMs, touchIntervalMs }: LoadOptions): void {
+    if (now - meta.lastSeenAt < touchIntervalMs) return;
+    meta.lastSeenAt = now;
+    meta.expiresAt = Math.min(now + idleTimeoutMs, meta.absoluteExpiresAt);
+    this.#touch.run(meta.lastSeenAt, meta.expiresAt, key);
   }
 
   #createRecord(key: string, record: StoredSession): boolean {
@@ -359,8 +365,11 @@ export class SqliteStore implements SessionStore {
     return true;
   }
 
-  #incrementField(key: string, field: string, by: number, now: number): number | undefined {
-    if (this.#liveForWrite(key, now) === undefined) return undefined;
+  #incrementField(key: string, field: string, by: number, options: LoadOptions): number | undefined {
+    const meta = this.#liveForWrite(key, options.now);
+    if (meta === undefined) return undefined;
+    // An increment is activity, and often a request's only store call: it touches like a load.
+    this.#touchMeta(key, meta, options);
     const current = this.#selectField.get(key, field)?.value ?? "0";
     if (typeof current !== "string" || !INTEGER_PATTERN.test(current)) {
       throw new SessionValueError(`increment(${JSON.stringify(field)}): the stored value is not an integer`);

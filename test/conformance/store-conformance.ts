@@ -33,6 +33,11 @@ function record(fields: Record<string, string>, meta: SessionMeta = metaFor(Date
 
 const noTouch = () => ({ now: Date.now(), idleTimeoutMs: HOUR, touchIntervalMs: HOUR });
 
+/** Load options at `now` under which no touch is due (the idle timeout and touch interval are an hour). */
+export function at(now: number) {
+  return { now, idleTimeoutMs: HOUR, touchIntervalMs: HOUR };
+}
+
 /**
  * The contract of `SessionStore` (src/core/store.ts) as tests. Every store, and every
  * Redis client behind the Redis store, runs this suite; a store is done when it passes.
@@ -118,7 +123,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Store
       const now = Date.now();
       expect(await store.apply(key, { set: new Map([["a", "2"]]), now })).toBe(false);
       expect(await store.apply(key, { meta: { lastSeenAt: now }, now })).toBe(false);
-      expect(await store.increment(key, "a", 1, now)).toBeUndefined();
+      expect(await store.increment(key, "a", 1, at(now))).toBeUndefined();
       expect(await store.compareAndSet(key, "a", "1", "3", now)).toBe("gone");
       expect(await store.compareAndSet(key, "b", undefined, "3", now)).toBe("gone");
       expect(await store.rotate(key, newKey(), {}, now)).toBeUndefined();
@@ -139,7 +144,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Store
       const later = Date.now();
       expect(await store.load(key, { now: later, idleTimeoutMs: HOUR, touchIntervalMs: 0 })).toBeUndefined();
       expect(await store.apply(key, { set: new Map([["a", "2"]]), now: later })).toBe(false);
-      expect(await store.increment(key, "a", 1, later)).toBeUndefined();
+      expect(await store.increment(key, "a", 1, at(later))).toBeUndefined();
       expect(await store.create(key, record({ a: "3" }))).toBe(true);
     });
 
@@ -183,17 +188,17 @@ export function describeStoreConformance(name: string, open: () => Promise<Store
       const key = newKey();
       const now = Date.now();
       await store.create(key, record({}));
-      expect(await store.increment(key, "visits", 1, now)).toBe(1);
-      expect(await store.increment(key, "visits", 5, now)).toBe(6);
-      expect(await store.increment(key, "visits", -2, now)).toBe(4);
+      expect(await store.increment(key, "visits", 1, at(now))).toBe(1);
+      expect(await store.increment(key, "visits", 5, at(now))).toBe(6);
+      expect(await store.increment(key, "visits", -2, at(now))).toBe(4);
       expect((await store.load(key, noTouch()))?.fields.get("visits")).toBe("4");
     });
 
     it("rejects an increment of a non-integer with SessionValueError", async () => {
       const key = newKey();
       await store.create(key, record({ name: '"ada"', fraction: "1.5" }));
-      await expect(store.increment(key, "name", 1, Date.now())).rejects.toBeInstanceOf(SessionValueError);
-      await expect(store.increment(key, "fraction", 1, Date.now())).rejects.toBeInstanceOf(SessionValueError);
+      await expect(store.increment(key, "name", 1, at(Date.now()))).rejects.toBeInstanceOf(SessionValueError);
+      await expect(store.increment(key, "fraction", 1, at(Date.now()))).rejects.toBeInstanceOf(SessionValueError);
     });
 
     it("applies 200 concurrent increments exactly, from two store instances", async () => {
@@ -201,7 +206,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Store
       await store.create(key, record({ visits: "0" }));
       const stores = [store, harness.second ?? store];
       const results = await Promise.all(
-        Array.from({ length: 200 }, (_, i) => (stores[i % 2] as SessionStore).increment(key, "visits", 1, Date.now())),
+        Array.from({ length: 200 }, (_, i) => (stores[i % 2] as SessionStore).increment(key, "visits", 1, at(Date.now()))),
       );
       expect(new Set(results).size).toBe(200);
       expect(Math.max(...(results as number[]))).toBe(200);
@@ -271,6 +276,21 @@ export function describeStoreConformance(name: string, open: () => Promise<Store
       const again = await store.load(key, noTouch());
       expect(again?.meta.expiresAt).toBe(created + 30_000);
       expect(await harness.backendExpiryMs(key)).toBeLessThanOrEqual(created + 30_000 - Date.now() + 50);
+    });
+
+    it("touches on increment when due, like load, never past the absolute deadline", async () => {
+      const key = newKey();
+      const created = Date.now() - 10_000;
+      await store.create(key, record({ n: "1" }, metaFor(created, { absoluteExpiresAt: created + 30_000, expiresAt: created + 20_000 })));
+      expect(await store.increment(key, "n", 1, { now: Date.now(), idleTimeoutMs: 60_000, touchIntervalMs: 60_000 })).toBe(2);
+      expect((await store.load(key, noTouch()))?.meta.lastSeenAt).toBe(created);
+      const now = Date.now();
+      expect(await store.increment(key, "n", 1, { now, idleTimeoutMs: 5_000, touchIntervalMs: 1000 })).toBe(3);
+      const touched = await store.load(key, noTouch());
+      expect(touched?.meta.lastSeenAt).toBe(now);
+      expect(touched?.meta.expiresAt).toBe(now + 5_000);
+      expect(await store.increment(key, "n", 1, { now: Date.now(), idleTimeoutMs: 60_000, touchIntervalMs: 0 })).toBe(4);
+      expect((await store.load(key, noTouch()))?.meta.expiresAt).toBe(created + 30_000);
     });
 
     it("treats a corrupted record as absent and removes it", async (context) => {

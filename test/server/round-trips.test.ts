@@ -19,6 +19,7 @@ describe("Redis round trips per request of the reference server", () => {
     const warmUp = new CookieJar();
     await warmUp.text(`${server.url}/`);
     await warmUp.text(`${server.url}/`);
+    await warmUp.fetch(`${server.url}/session`);
   });
   afterAll(async () => {
     await counter?.close();
@@ -26,13 +27,13 @@ describe("Redis round trips per request of the reference server", () => {
     await setup?.close();
   });
 
-  it("a new session costs one command, an increment two, a read-only request one", async () => {
+  it("a new session costs one command, an increment one, a read-only request one", async () => {
     const jar = new CookieJar();
     const created = await counter.during(() => jar.text(`${server.url}/`));
     expect(created.map((args) => args[0]?.toLowerCase())).toEqual(["evalsha"]);
 
     const incremented = await counter.during(() => jar.text(`${server.url}/`));
-    expect(incremented).toHaveLength(2);
+    expect(incremented.map((args) => args[0]?.toLowerCase())).toEqual(["evalsha"]);
 
     const read = await counter.during(() => jar.fetch(`${server.url}/session`));
     expect(read).toHaveLength(1);

@@ -15,7 +15,7 @@ import type { SessionManager } from "../../src/core/manager.js";
 import type { SessionStore, StoredSession } from "../../src/core/store.js";
 import { RedisStore } from "../../src/stores/redis/index.js";
 import { describeSessionConformance } from "../conformance/session-conformance.js";
-import { describeStoreConformance, metaFor, newKey, type StoreHarness } from "../conformance/store-conformance.js";
+import { at, describeStoreConformance, metaFor, newKey, type StoreHarness } from "../conformance/store-conformance.js";
 import { type ClusterNode, type RedisCluster, startRedisCluster } from "../support/redis-cluster.js";
 import { CookieJar, ServerProcess } from "../support/server-process.js";
 import { cookiePair, cookieValue, managerFor, openSession } from "../support/sessions.js";
@@ -198,7 +198,7 @@ describe("redis store on a cluster: keys, users and counts across masters", () =
       const keys = await keysOnEveryMaster(cluster, "noscript:", 1);
       for (const key of keys) await store.create(key, record({ a: "1" }));
       for (const master of await cluster.masters()) await cluster.command(master, ["SCRIPT", "FLUSH"]);
-      for (const key of keys) expect(await store.increment(key, "a", 1, Date.now())).toBe(2);
+      for (const key of keys) expect(await store.increment(key, "a", 1, at(Date.now()))).toBe(2);
     } finally {
       await store.dispose();
     }
@@ -220,15 +220,15 @@ describe("redis store on a cluster: keys, users and counts across masters", () =
       // Migrating: the key is still on the source, which answers; then it moves, and the source answers ASK.
       await cluster.command(target, ["CLUSTER", "SETSLOT", String(slot), "IMPORTING", sourceId]);
       await cluster.command(source, ["CLUSTER", "SETSLOT", String(slot), "MIGRATING", targetId]);
-      for (const store of stores) await store.increment(key, "n", 1, Date.now());
+      for (const store of stores) await store.increment(key, "n", 1, at(Date.now()));
       await cluster.command(source, ["MIGRATE", target.host, String(target.port), "", "0", "5000", "KEYS", PREFIX + key]);
-      for (const store of stores) await store.increment(key, "n", 1, Date.now());
+      for (const store of stores) await store.increment(key, "n", 1, at(Date.now()));
 
       // Moved: every master learns the new owner; clients get MOVED and refresh their maps.
       for (const master of await cluster.masters()) {
         await cluster.command(master, ["CLUSTER", "SETSLOT", String(slot), "NODE", targetId]);
       }
-      for (const store of stores) await store.increment(key, "n", 1, Date.now());
+      for (const store of stores) await store.increment(key, "n", 1, at(Date.now()));
       expect((await stores[2]?.load(key, noTouch()))?.fields.get("n")).toBe("9");
       expect((await cluster.masterFor(PREFIX + key)).port).toBe(target.port);
     } finally {

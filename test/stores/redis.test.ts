@@ -5,7 +5,7 @@ import { SessionConfigError } from "../../src/core/errors.js";
 import type { SessionStore, StoredSession } from "../../src/core/store.js";
 import { RedisStore } from "../../src/stores/redis/index.js";
 import { describeSessionConformance } from "../conformance/session-conformance.js";
-import { describeStoreConformance, metaFor, newKey, type StoreHarness } from "../conformance/store-conformance.js";
+import { at, describeStoreConformance, metaFor, newKey, type StoreHarness } from "../conformance/store-conformance.js";
 import { CommandCounter } from "../support/redis-monitor.js";
 import { type RedisServer, startRedisServer } from "../support/redis-server.js";
 
@@ -132,7 +132,7 @@ describe("redis store: Redis specifics", () => {
         const warm = newKey();
         await store.create(warm, record({ n: "1" }));
         await store.load(warm, noTouch());
-        await store.increment(warm, "n", 1, Date.now());
+        await store.increment(warm, "n", 1, at(Date.now()));
         await store.apply(warm, { set: new Map([["a", "1"]]), now: Date.now() });
         await store.compareAndSet(warm, "a", "1", "2", Date.now());
         await store.rotate(warm, newKey(), {}, Date.now());
@@ -141,7 +141,7 @@ describe("redis store: Redis specifics", () => {
         const create = await counter.during(() => store.create(key, record({ n: "1" })));
         const load = await counter.during(() => store.load(key, noTouch()));
         const touch = await counter.during(() => store.load(key, { now: Date.now() + 1000, idleTimeoutMs: HOUR, touchIntervalMs: 0 }));
-        const increment = await counter.during(() => store.increment(key, "n", 1, Date.now()));
+        const increment = await counter.during(() => store.increment(key, "n", 1, at(Date.now())));
         const apply = await counter.during(() => store.apply(key, { set: new Map([["a", "1"]]), delete: ["n"], now: Date.now() }));
         const cas = await counter.during(() => store.compareAndSet(key, "a", "1", "2", Date.now()));
         for (const commands of [create, load, touch, increment, apply, cas]) {
@@ -191,7 +191,7 @@ describe("redis store: Redis specifics", () => {
       await store.create(anonymous, record({ "secret-field": '"value-text"' }));
       await store.create(bound, record({}, metaFor(now, { userId: "alice@example.com", userAgent: "Mozilla/5.0 SecretAgent" })));
       await store.apply(anonymous, { set: new Map([["another-field", "1"]]), now });
-      await store.increment(anonymous, "another-field", 2, now);
+      await store.increment(anonymous, "another-field", 2, at(now));
       await store.compareAndSet(bound, "secret-field", undefined, '"value-text"', now);
       await store.apply(bound, { meta: { expiresAt: now + HOUR + 5_000, absoluteExpiresAt: now + 3 * HOUR }, now });
       await store.rotate(anonymous, rotated, { userId: "alice@example.com" }, now);
@@ -247,7 +247,7 @@ describe("redis store: Redis specifics", () => {
     expect(await store.create(key, record({ a: '"x"' }, metaFor(now, { userId: "u1" })))).toBe(true);
     expect((await store.load(key, noTouch()))?.fields.get("a")).toBe('"x"');
     expect(await store.apply(key, { set: new Map([["b", "[1]"]]), now })).toBe(true);
-    expect(await store.increment(key, "n", 3, now)).toBe(3);
+    expect(await store.increment(key, "n", 3, at(now))).toBe(3);
     expect(await store.compareAndSet(key, "a", '"x"', '"y"', now)).toBe("ok");
     const next = newKey();
     const moved = await store.rotate(key, next, {}, now);
@@ -294,7 +294,7 @@ describe("redis store: Redis specifics", () => {
       await store.create(key, record({ a: "1" }));
       await admin.scriptFlush();
       expect((await store.load(key, noTouch()))?.fields.get("a")).toBe("1");
-      expect(await store.increment(key, "a", 1, Date.now())).toBe(2);
+      expect(await store.increment(key, "a", 1, at(Date.now()))).toBe(2);
     } finally {
       await client.close();
     }
@@ -339,8 +339,8 @@ describe("redis store: Redis specifics", () => {
     try {
       const key = newKey();
       await store.create(key, record({ big: String(Number.MAX_SAFE_INTEGER - 1) }));
-      expect(await store.increment(key, "big", 1, Date.now())).toBe(Number.MAX_SAFE_INTEGER);
-      await expect(store.increment(key, "big", 1, Date.now())).rejects.toThrow(/safe integer/);
+      expect(await store.increment(key, "big", 1, at(Date.now()))).toBe(Number.MAX_SAFE_INTEGER);
+      await expect(store.increment(key, "big", 1, at(Date.now()))).rejects.toThrow(/safe integer/);
       expect((await store.load(key, noTouch()))?.fields.get("big")).toBe(String(Number.MAX_SAFE_INTEGER));
     } finally {
       await client.close();
@@ -378,7 +378,7 @@ describe("redis store: Redis specifics", () => {
       const loaded = await store.load(key, noTouch());
       expect(loaded?.fields.get("ключ 🔑")).toBe('"значение"');
       expect(loaded?.meta.userId).toBe("r3");
-      expect(await store.increment(key, "n", 2, now)).toBe(3);
+      expect(await store.increment(key, "n", 2, at(now))).toBe(3);
       expect(await store.compareAndSet(key, "n", "3", "4", now)).toBe("ok");
       expect((await store.listByUser("r3", Date.now())).map((entry) => entry.key)).toEqual([key]);
       expect(await store.count(Date.now())).toBe(1);

@@ -9,7 +9,7 @@ import { SessionConfigError, SessionValueError } from "../../src/core/errors.js"
 import type { StoredSession } from "../../src/core/store.js";
 import { SqliteStore } from "../../src/stores/sqlite.js";
 import { describeSessionConformance } from "../conformance/session-conformance.js";
-import { describeStoreConformance, metaFor, newKey, type StoreHarness } from "../conformance/store-conformance.js";
+import { at, describeStoreConformance, metaFor, newKey, type StoreHarness } from "../conformance/store-conformance.js";
 
 const HOUR = 3_600_000;
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -163,7 +163,7 @@ describe("SqliteStore", () => {
     const store = new SqliteStore({ path: tempFile() });
     const key = newKey();
     await store.create(key, record({ big: String(Number.MAX_SAFE_INTEGER) }));
-    await expect(store.increment(key, "big", 1, Date.now())).rejects.toBeInstanceOf(SessionValueError);
+    await expect(store.increment(key, "big", 1, at(Date.now()))).rejects.toBeInstanceOf(SessionValueError);
     expect((await store.load(key, noTouch()))?.fields.get("big")).toBe(String(Number.MAX_SAFE_INTEGER));
     await store.dispose();
   });
@@ -204,7 +204,7 @@ describe("SqliteStore", () => {
       await new Promise((resolve) => process.stdin.once("data", resolve));
       const results = [];
       for (let i = 0; i < Number(times); i++) {
-        results.push(await store.increment(key, "visits", 1, Date.now()));
+        results.push(await store.increment(key, "visits", 1, { now: Date.now(), idleTimeoutMs: 3600000, touchIntervalMs: 3600000 }));
         await new Promise((resolve) => setTimeout(resolve, 1));
       }
       await store.dispose();

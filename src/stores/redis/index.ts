@@ -155,11 +155,8 @@ export class RedisStore implements SessionStore {
     }
   }
 
-  async load(key: string, { now, idleTimeoutMs, touchIntervalMs }: LoadOptions): Promise<StoredSession | undefined> {
-    const at = Math.floor(now);
-    const idleDeadline = Number.isFinite(idleTimeoutMs) ? String(at + Math.floor(idleTimeoutMs)) : NEVER;
-    const interval = Number.isFinite(touchIntervalMs) ? String(Math.floor(touchIntervalMs)) : NEVER;
-    const reply = await this.#redis.runScript(LOAD, [this.#sessionKey(key)], [String(at), idleDeadline, interval]);
+  async load(key: string, options: LoadOptions): Promise<StoredSession | undefined> {
+    const reply = await this.#redis.runScript(LOAD, [this.#sessionKey(key)], touchArguments(options));
     if (reply === null) return undefined;
     const record = parseRecord(reply);
     // The script validated the meta, so this only happens to a reply nobody expects: treat it as corrupted.
@@ -205,9 +202,10 @@ export class RedisStore implements SessionStore {
     return true;
   }
 
-  async increment(key: string, field: string, by: number, now: number): Promise<number | undefined> {
+  async increment(key: string, field: string, by: number, options: LoadOptions): Promise<number | undefined> {
     if (!Number.isSafeInteger(by)) throw new SessionValueError(`increment(${JSON.stringify(field)}): the step must be a safe integer`);
-    const reply = await this.#redis.runScript(INCREMENT, [this.#sessionKey(key)], [String(Math.floor(now)), `d:${field}`, String(by)]);
+    const [now, idleDeadline, interval] = touchArguments(options);
+    const reply = await this.#redis.runScript(INCREMENT, [this.#sessionKey(key)], [now, `d:${field}`, String(by), idleDeadline, interval]);
     if (reply === null) return undefined;
     if (typeof reply === "number") return reply;
     if (typeof reply === "string" && INTEGER_TEXT.test(reply)) return Number(reply);
@@ -518,6 +516,14 @@ function buildMeta(get: (field: string) => string | undefined): SessionMeta | un
   if (userId !== undefined) meta.userId = userId;
   if (userAgent !== undefined) meta.userAgent = userAgent;
   return meta;
+}
+
+/** now, now + idle timeout, touch interval: as the load and increment scripts take them. */
+function touchArguments({ now, idleTimeoutMs, touchIntervalMs }: LoadOptions): [string, string, string] {
+  const at = Math.floor(now);
+  const idleDeadline = Number.isFinite(idleTimeoutMs) ? String(at + Math.floor(idleTimeoutMs)) : NEVER;
+  const interval = Number.isFinite(touchIntervalMs) ? String(Math.floor(touchIntervalMs)) : NEVER;
+  return [String(at), idleDeadline, interval];
 }
 
 /** A flat HGETALL list as a record; `undefined` when it is not a well-formed one. */

@@ -67,6 +67,22 @@ local function live(key, now)
   redis.call('DEL', key)
   return nil
 end
+-- Refreshes the idle deadline of live record m when a touch is due (now - lastSeenAt >=
+-- interval): s = now, e = min(now + idle, absolute), PEXPIREAT e. Returns false, having
+-- deleted the record, when the absolute deadline has passed.
+local function touch(key, m, now_text, idle_deadline_text, interval_text)
+  local now = tonumber(now_text)
+  if now - tonumber(m[2]) < tonumber(interval_text) then return true end
+  local expires = idle_deadline_text
+  if tonumber(m[3]) < tonumber(expires) then expires = m[3] end
+  if tonumber(expires) <= now then
+    redis.call('DEL', key)
+    return false
+  end
+  redis.call('HSET', key, 's', now_text, 'e', expires)
+  redis.call('PEXPIREAT', key, expires)
+  return true
+end
 -- HSET/HDEL in slices: Lua's unpack() fails past a few thousand values.
 local function hset_from(key, list, first, last)
   local i = first
@@ -97,20 +113,9 @@ export const LOAD = script(
   "load",
   `${PRELUDE}
 local key = KEYS[1]
-local now = tonumber(ARGV[1])
-local m = live(key, now)
+local m = live(key, tonumber(ARGV[1]))
 if not m then return nil end
-if now - tonumber(m[2]) >= tonumber(ARGV[3]) then
-  local expires = ARGV[2]
-  if tonumber(m[3]) < tonumber(expires) then expires = m[3] end
-  if tonumber(expires) <= now then
-    -- Past the absolute deadline: the record is over.
-    redis.call('DEL', key)
-    return nil
-  end
-  redis.call('HSET', key, 's', ARGV[1], 'e', expires)
-  redis.call('PEXPIREAT', key, expires)
-end
+if not touch(key, m, ARGV[1], ARGV[2], ARGV[3]) then return nil end
 return redis.call('HGETALL', key)
 `,
 );
@@ -159,7 +164,8 @@ return {1, user_before or '', before[4], before[3], after[1] or '', after[2] or 
 );
 
 /**
- * increment. KEYS[1] session. ARGV: now, field, by.
+ * increment. KEYS[1] session. ARGV: now, field, by, now + idle timeout, touch interval.
+ * Touches like load (an increment is activity, and it is often a request's only store call).
  * Returns nil when the record is gone, the new value as decimal text, or {'not-integer'} / {'out-of-range'}
  * (nothing written) which the store turns into a SessionValueError. The value stays
  * decimal text in the hash, which is also its JSON encoding, and HINCRBY keeps it exact.
@@ -168,7 +174,9 @@ export const INCREMENT = script(
   "increment",
   `${PRELUDE}
 local key = KEYS[1]
-if not live(key, tonumber(ARGV[1])) then return nil end
+local m = live(key, tonumber(ARGV[1]))
+if not m then return nil end
+if not touch(key, m, ARGV[1], ARGV[4], ARGV[5]) then return nil end
 local current = redis.call('HGET', key, ARGV[2])
 local value = 0
 if current then
