@@ -117,7 +117,7 @@ export class Admin {
   /** Ends every session of `userId` and resolves how many were live. */
   async destroyUser(userId: string): Promise<number> {
     const destroyByUser = this.store.destroyByUser?.bind(this.store);
-    if (destroyByUser !== undefined) return this.#call("destroyByUser", () => destroyByUser(userId, Date.now()));
+    if (destroyByUser !== undefined) return (await this.#call("destroyByUser", () => destroyByUser(userId, Date.now()))).length;
     const entries = await this.listUser(userId);
     for (const entry of entries) await this.destroy(entry);
     return entries.length;

@@ -107,8 +107,9 @@ export function accountRoutes<Data extends CountedData>(
     "POST /account/sign-out-everywhere": formRoute(async (_fields, info, session) => {
       const refusal = signedIn(info);
       if (refusal !== undefined || info.userId === undefined) return refusal;
-      await manager.destroyAllForUser(info.userId);
+      // This session first (its cookie is cleared), then the others: each is reported destroyed once.
       await session.destroy();
+      await manager.destroyAllForUser(info.userId);
       return undefined;
     }),
   };

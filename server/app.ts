@@ -84,8 +84,9 @@ export function createApp(manager: SessionManager<VisitData>, logger: Logger, op
     "POST /logout-all": async (_req, res, session) => {
       const user = (await session.info())?.userId;
       if (user === undefined) return sendJson(res, 401, { error: "log in first" });
-      await manager.destroyAllForUser(user);
+      // This session first (its cookie is cleared), then the others: each is reported destroyed once.
       await session.destroy();
+      await manager.destroyAllForUser(user);
       sendEmpty(res, 204);
     },
     "GET /healthz": async (_req, res) => {

@@ -189,7 +189,9 @@ export class SessionManager<Data extends SessionData = AppSessionData> {
     const store = this.store;
     const destroyByUser = store.destroyByUser?.bind(store);
     if (destroyByUser === undefined) throw new SessionConfigError(`the ${store.kind} store cannot end a user's sessions`);
-    return this.#runtime.call("destroyByUser", () => destroyByUser(userId, Date.now()));
+    const keys = await this.#runtime.call("destroyByUser", () => destroyByUser(userId, Date.now()));
+    for (const key of keys) this.#runtime.emit({ type: "destroyed", handle: handleOf(key), userId });
+    return keys.length;
   }
 }
 

@@ -129,8 +129,11 @@ export interface SessionStore {
   /** The live sessions bound to `userId` (optional ability). */
   listByUser?(userId: string, now: number): Promise<UserSessionEntry[]>;
 
-  /** Destroys every session bound to `userId` and resolves how many there were (optional ability). */
-  destroyByUser?(userId: string, now: number): Promise<number>;
+  /**
+   * Destroys every session bound to `userId` and resolves the keys of those that were live
+   * (optional ability). The keys let the core report each one as destroyed.
+   */
+  destroyByUser?(userId: string, now: number): Promise<string[]>;
 
   /** How many live sessions the store holds (optional ability). */
   count?(now: number): Promise<number>;

@@ -113,10 +113,10 @@ export class MemoryStore implements SessionStore {
     return entries;
   }
 
-  async destroyByUser(userId: string, now: number): Promise<number> {
+  async destroyByUser(userId: string, now: number): Promise<string[]> {
     const entries = await this.listByUser(userId, now);
     for (const { key } of entries) this.#records.delete(key);
-    return entries.length;
+    return entries.map(({ key }) => key);
   }
 
   async count(now: number): Promise<number> {

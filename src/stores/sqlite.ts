@@ -131,7 +131,7 @@ export class SqliteStore implements SessionStore {
   readonly #rotateTx: Database.Transaction<
     (fromKey: string, toKey: string, meta: Partial<SessionMeta>, now: number) => StoredSession | undefined
   >;
-  readonly #destroyByUserTx: Database.Transaction<(userId: string, now: number) => number>;
+  readonly #destroyByUserTx: Database.Transaction<(userId: string, now: number) => string[]>;
 
   constructor(options: SqliteStoreOptions = {}) {
     const { path, database } = options;
@@ -258,7 +258,7 @@ export class SqliteStore implements SessionStore {
     return entries;
   }
 
-  async destroyByUser(userId: string, now: number): Promise<number> {
+  async destroyByUser(userId: string, now: number): Promise<string[]> {
     return this.#destroyByUserTx.immediate(userId, now);
   }
 
@@ -417,11 +417,11 @@ export class SqliteStore implements SessionStore {
     return { meta, fields };
   }
 
-  #destroyUser(userId: string, now: number): number {
-    let live = 0;
+  #destroyUser(userId: string, now: number): string[] {
+    const live: string[] = [];
     for (const row of this.#selectByUser.all(userId)) {
       const meta = toMeta(row);
-      if (meta !== undefined && meta.expiresAt > now) live++;
+      if (meta !== undefined && meta.expiresAt > now && typeof row.key === "string") live.push(row.key);
     }
     // Expired and corrupt rows of the user go too: they are dead already.
     this.#deleteByUser.run(userId);

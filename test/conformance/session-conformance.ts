@@ -182,7 +182,12 @@ export function describeSessionConformance(name: string, open: () => Promise<Ses
       expect(await manager.revokeUserSession(`${user}-other`, laptop?.handle ?? "")).toBe(false);
       expect(await manager.revokeUserSession(user, laptop?.handle ?? "")).toBe(true);
       expect(await openSession(manager, cookies[1]).session.exists()).toBe(false);
+      const destroyed: string[] = [];
+      manager.on((event) => {
+        if (event.type === "destroyed" && event.userId === user) destroyed.push(event.handle);
+      });
       expect(await manager.destroyAllForUser(user)).toBe(1);
+      expect(destroyed).toEqual([listed.find((entry) => entry.userAgent === "phone")?.handle]);
       expect(await openSession(manager, cookies[0]).session.exists()).toBe(false);
       expect(await openSession(manager, cookiePair(bystander.response.cookie)).session.exists()).toBe(true);
     });

@@ -165,7 +165,7 @@ describe("redis store on a cluster: keys, users and counts across masters", () =
         expect(await store.count?.(Date.now())).toBe(keys.length + 1);
         await store.ping();
 
-        expect(await store.destroyByUser?.(user, Date.now())).toBe(keys.length);
+        expect((await store.destroyByUser?.(user, Date.now()))?.sort()).toEqual([...keys].sort());
         expect(await store.listByUser?.(user, Date.now())).toEqual([]);
         expect(await store.count?.(Date.now())).toBe(1);
         for (const key of keys.slice(0, 5)) expect(await store.load(key, noTouch())).toBeUndefined();

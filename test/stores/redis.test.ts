@@ -254,7 +254,7 @@ describe("redis store: Redis specifics", () => {
     expect(Object.fromEntries(moved?.fields ?? [])).toEqual({ a: '"y"', b: "[1]", n: "3" });
     expect((await store.listByUser("u1", Date.now())).map((entry) => entry.key)).toEqual([next]);
     expect(await store.count(Date.now())).toBe(1);
-    expect(await store.destroyByUser("u1", Date.now())).toBe(1);
+    expect(await store.destroyByUser("u1", Date.now())).toHaveLength(1);
     expect(await store.load(next, noTouch())).toBeUndefined();
     await store.dispose();
     await expect(store.ping()).rejects.toThrow();

@@ -316,7 +316,7 @@ export class RedisStore implements SessionStore {
     return entries;
   }
 
-  async destroyByUser(userId: string, now: number): Promise<number> {
+  async destroyByUser(userId: string, now: number): Promise<string[]> {
     const entries = await this.listByUser(userId, now);
     const removed = await Promise.all(entries.map(({ key }) => this.#redis.runScript(DESTROY, [this.#sessionKey(key)], [])));
     if (entries.length > 0) {
@@ -325,8 +325,8 @@ export class RedisStore implements SessionStore {
         entries.map(({ key }) => key),
       );
     }
-    // Count what this call removed: a session destroyed meanwhile by someone else is not counted twice.
-    return removed.filter((user) => user === userId).length;
+    // Report what this call removed: a session destroyed meanwhile by someone else is not reported twice.
+    return entries.filter((_, i) => removed[i] === userId).map(({ key }) => key);
   }
 
   /** Counts session keys under the prefix with SCAN (O(keys in the database); meant for dashboards, not requests). */
