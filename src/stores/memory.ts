@@ -10,7 +10,7 @@ import type {
 } from "../core/store.js";
 
 export interface MemoryStoreOptions {
-  /** Most records held at once; creating one more evicts the oldest. Default 10,000. */
+  /** Most records held at once; creating one more evicts the oldest (1% of the capacity at a time). Default 10,000. */
   maxEntries?: number;
   /** How often expired records are swept. Default 60 s. */
   sweepIntervalMs?: number;
@@ -152,10 +152,17 @@ export class MemoryStore implements SessionStore {
     }
   }
 
-  /** Makes room for one record by dropping the oldest-created one (O(1): Maps keep insertion order). */
+  /**
+   * Makes room by dropping the oldest records (Maps keep insertion order), 1% of the
+   * capacity at a time: a Map's iterator walks over the holes that deletions leave at its
+   * front, so dropping one record per insert would cost a walk over thousands of holes each.
+   */
   #evict(): void {
-    const oldest = this.#records.keys().next();
-    if (oldest.done !== true) this.#records.delete(oldest.value);
+    let toDrop = Math.max(1, Math.floor(this.#maxEntries / 100));
+    for (const key of this.#records.keys()) {
+      this.#records.delete(key);
+      if (--toDrop === 0) break;
+    }
   }
 }
 

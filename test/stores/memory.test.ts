@@ -38,6 +38,17 @@ describe("MemoryStore", () => {
     await store.dispose();
   });
 
+  it("stays within maxEntries under constant churn, keeping the newest records", async () => {
+    const store = new MemoryStore({ maxEntries: 1000 });
+    const keys = Array.from({ length: 5000 }, () => newKey());
+    for (const key of keys) await store.create(key, { meta: metaFor(Date.now()), fields: new Map() });
+    expect(await store.count(Date.now())).toBeLessThanOrEqual(1000);
+    expect(await store.count(Date.now())).toBeGreaterThanOrEqual(990);
+    for (const key of keys.slice(-900)) expect(await store.load(key, anyTime)).toBeDefined();
+    expect(await store.load(keys[0] as string, anyTime)).toBeUndefined();
+    await store.dispose();
+  });
+
   it("sweeps expired records on its timer", async () => {
     const store = new MemoryStore({ sweepIntervalMs: 50 });
     const key = newKey();
