@@ -1,8 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from "express";
-import { StoreUnavailableError } from "../core/errors.js";
 import type { SessionManager } from "../core/manager.js";
 import type { AppSessionData, Session } from "../core/session.js";
-import { interceptFailures, requestInfoOf, responseHeadersOf } from "./node.js";
+import { requestInfoOf, responseHeadersOf } from "./node.js";
 
 declare global {
   namespace Express {
@@ -29,13 +28,9 @@ declare global {
  */
 export function sessionMiddleware(manager: SessionManager<AppSessionData>): RequestHandler {
   return function session(req: Request, res: Response, next: NextFunction) {
-    const headers = responseHeadersOf(res);
-    // Express has no hook between a handler's error and the error response, so the cookie is
-    // withdrawn when the store fails: a 503 must not hand out a session set earlier in the request.
-    req.session = interceptFailures(manager.open(requestInfoOf(req), headers), (error) => {
-      if (error instanceof StoreUnavailableError) headers.withdrawCookie();
-      return error;
-    });
+    // The core takes the cookie back off the response when the store fails (withdrawCookie):
+    // Express has no hook between a handler's error and the error response.
+    req.session = manager.open(requestInfoOf(req), responseHeadersOf(res));
     next();
   };
 }

@@ -1,6 +1,6 @@
 import type { StandardSchemaV1 } from "@standard-schema/spec";
 import type { CookieReading, SessionCookie } from "./cookie.js";
-import { SessionConflictError, SessionStateError, SessionValueError } from "./errors.js";
+import { SessionConflictError, SessionStateError, SessionValueError, StoreUnavailableError } from "./errors.js";
 import type { SessionEvent } from "./events.js";
 import { handleOf, newSessionId, storeKeyOf } from "./ids.js";
 import type { LoadOptions, SessionMeta, SessionStore, StoredSession } from "./store.js";
@@ -56,6 +56,12 @@ export interface ResponseHeaders {
   setCookie(value: string): void;
   /** Whether the response headers are already on their way to the client. */
   headersSent(): boolean;
+  /**
+   * Takes the session's `Set-Cookie` back off a response that is about to report a store
+   * failure (a 503 must not hand out a session). Optional: adapters whose framework never
+   * sends a failing response with headers set earlier need not implement it.
+   */
+  withdrawCookie?(): void;
 }
 
 /** What the manager gives each session handle: the store behind a deadline, and the policy. */
@@ -191,9 +197,7 @@ export class Session<Data extends SessionData = AppSessionData> {
       const binding = this.#binding;
       if (binding !== undefined) {
         const now = this.runtime.now();
-        const applied = await this.runtime.call("apply", () =>
-          this.runtime.store.apply(binding.key, { set: toSet, delete: toDelete, now }),
-        );
+        const applied = await this.#call("apply", () => this.runtime.store.apply(binding.key, { set: toSet, delete: toDelete, now }));
         if (applied) {
           this.#remember(toSet, toDelete);
           this.#status = "modified";
@@ -231,7 +235,7 @@ export class Session<Data extends SessionData = AppSessionData> {
         binding = this.#binding;
       }
       if (binding !== undefined) {
-        const value = await this.runtime.call("increment", () => this.runtime.store.increment(binding.key, key, by, this.#loadOptions()));
+        const value = await this.#call("increment", () => this.runtime.store.increment(binding.key, key, by, this.#loadOptions()));
         if (value !== undefined) {
           this.#binding = binding;
           if (binding.meta !== undefined) this.#remember(new Map([[key, String(value)]]), []);
@@ -272,9 +276,7 @@ export class Session<Data extends SessionData = AppSessionData> {
         this.#assertSize(nextJson === undefined ? new Map() : new Map([[key, nextJson]]), nextJson === undefined ? [key] : []);
         const expected = this.#fields.get(key);
         const now = this.runtime.now();
-        const result = await this.runtime.call("compareAndSet", () =>
-          this.runtime.store.compareAndSet(binding.key, key, expected, nextJson, now),
-        );
+        const result = await this.#call("compareAndSet", () => this.runtime.store.compareAndSet(binding.key, key, expected, nextJson, now));
         if (result === "ok") {
           this.#remember(nextJson === undefined ? new Map() : new Map([[key, nextJson]]), nextJson === undefined ? [key] : []);
           this.#status = "modified";
@@ -333,7 +335,7 @@ export class Session<Data extends SessionData = AppSessionData> {
       this.#assertWritable();
       const binding = this.#binding;
       if (binding !== undefined) {
-        await this.runtime.call("destroy", () => this.runtime.store.destroy(binding.key));
+        await this.#call("destroy", () => this.runtime.store.destroy(binding.key));
         this.runtime.emit({ type: "destroyed", handle: handleOf(binding.key), userId: binding.meta?.userId });
         this.#forget();
       }
@@ -342,6 +344,16 @@ export class Session<Data extends SessionData = AppSessionData> {
       }
       this.#status = "destroyed";
     });
+  }
+
+  /** A store call under the deadline; a store failure also takes back any cookie set earlier in the request. */
+  async #call<T>(operation: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await this.runtime.call(operation, run);
+    } catch (error) {
+      if (error instanceof StoreUnavailableError) this.response.withdrawCookie?.();
+      throw error;
+    }
   }
 
   #exclusive<T>(run: () => Promise<T>): Promise<T> {
@@ -398,12 +410,12 @@ export class Session<Data extends SessionData = AppSessionData> {
   async #fetch(key: string): Promise<(StoredSession & { values: Map<string, unknown> }) | undefined> {
     const { store } = this.runtime;
     const options = this.#loadOptions();
-    const record = await this.runtime.call("load", () => store.load(key, options));
+    const record = await this.#call("load", () => store.load(key, options));
     if (record === undefined) return undefined;
     const values = decodeFields(record.fields);
     if (values === undefined || !(await this.#conformsToSchema(values))) {
       this.runtime.emit({ type: "corrupted-record", handle: handleOf(key) });
-      await this.runtime.call("destroy", () => store.destroy(key));
+      await this.#call("destroy", () => store.destroy(key));
       return undefined;
     }
     return { ...record, values };
@@ -479,7 +491,7 @@ export class Session<Data extends SessionData = AppSessionData> {
     for (;;) {
       const id = newSessionId();
       const key = storeKeyOf(id);
-      const created = await this.runtime.call("create", () => this.runtime.store.create(key, { meta: recordMeta, fields }));
+      const created = await this.#call("create", () => this.runtime.store.create(key, { meta: recordMeta, fields }));
       // A collision of 256-bit random IDs does not happen; if a store says it did, draw again.
       if (!created) continue;
       this.#adopt({ id, key, meta: recordMeta }, { fields, values: decodeFields(fields) ?? new Map() });
@@ -495,7 +507,7 @@ export class Session<Data extends SessionData = AppSessionData> {
     const id = newSessionId();
     const key = storeKeyOf(id);
     const now = this.runtime.now();
-    const moved = await this.runtime.call("rotate", () => this.runtime.store.rotate(binding.key, key, meta, now));
+    const moved = await this.#call("rotate", () => this.runtime.store.rotate(binding.key, key, meta, now));
     if (moved === undefined) {
       this.#lose(binding, "gone before a rotation");
       return false;
