@@ -219,41 +219,44 @@ for (const [name, makeSetup] of setups) {
   });
 }
 
-describe("timeouts over HTTP", () => {
-  let server: ServerProcess;
-  let setup: ServerStoreSetup;
-  beforeAll(async () => {
-    setup = await sqliteSetup();
-    server = await ServerProcess.start({ ...setup.env, SESSION_IDLE_TIMEOUT: "1", SESSION_ABSOLUTE_TIMEOUT: "3" });
-  });
-  afterAll(async () => {
-    await server?.stop();
-  });
-  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+for (const [name, makeSetup] of setups) {
+  describe(`timeouts over HTTP on ${name}`, () => {
+    let server: ServerProcess;
+    let setup: ServerStoreSetup;
+    beforeAll(async () => {
+      setup = await makeSetup();
+      server = await ServerProcess.start({ ...setup.env, SESSION_IDLE_TIMEOUT: "1", SESSION_ABSOLUTE_TIMEOUT: "3" });
+    });
+    afterAll(async () => {
+      await server?.stop();
+      await setup?.close();
+    });
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  it("idle: a session left alone longer than the idle timeout is gone", async () => {
-    const jar = new CookieJar();
-    await jar.text(`${server.url}/`);
-    await sleep(600);
-    expect((await jar.fetch(`${server.url}/session`)).status).toBe(200);
-    await sleep(1300);
-    expect((await jar.fetch(`${server.url}/session`)).status).toBe(404);
-    expect(await jar.text(`${server.url}/`)).toBe("Hello World #0\n");
-  });
+    it("idle: a session left alone longer than the idle timeout is gone", async () => {
+      const jar = new CookieJar();
+      await jar.text(`${server.url}/`);
+      await sleep(600);
+      expect((await jar.fetch(`${server.url}/session`)).status).toBe(200);
+      await sleep(1300);
+      expect((await jar.fetch(`${server.url}/session`)).status).toBe(404);
+      expect(await jar.text(`${server.url}/`)).toBe("Hello World #0\n");
+    });
 
-  it("absolute: a session kept busy still ends at the absolute timeout, whatever the cookie says", async () => {
-    const jar = new CookieJar();
-    await jar.text(`${server.url}/`);
-    const cookie = jar.cookie as string;
-    const started = Date.now();
-    const seen: [number, number][] = [];
-    while (Date.now() - started < 4000) {
-      await sleep(250);
-      seen.push([Date.now() - started, (await fetch(`${server.url}/session`, { headers: { cookie } })).status]);
-    }
-    // Pings every 250 ms keep the 1 s idle timeout at bay: only the 3 s absolute deadline ends it.
-    expect(seen.filter(([at]) => at < 2700).every(([, status]) => status === 200)).toBe(true);
-    expect(seen.filter(([at]) => at > 3300).every(([, status]) => status === 404)).toBe(true);
-    expect(seen.filter(([at]) => at > 3300).length).toBeGreaterThan(0);
+    it("absolute: a session kept busy still ends at the absolute timeout, whatever the cookie says", async () => {
+      const jar = new CookieJar();
+      await jar.text(`${server.url}/`);
+      const cookie = jar.cookie as string;
+      const started = Date.now();
+      const seen: [number, number][] = [];
+      while (Date.now() - started < 4000) {
+        await sleep(250);
+        seen.push([Date.now() - started, (await fetch(`${server.url}/session`, { headers: { cookie } })).status]);
+      }
+      // Pings every 250 ms keep the 1 s idle timeout at bay: only the 3 s absolute deadline ends it.
+      expect(seen.filter(([at]) => at < 2700).every(([, status]) => status === 200)).toBe(true);
+      expect(seen.filter(([at]) => at > 3300).every(([, status]) => status === 404)).toBe(true);
+      expect(seen.filter(([at]) => at > 3300).length).toBeGreaterThan(0);
+    });
   });
-});
+}
