@@ -198,6 +198,13 @@ function sections(report, markdown) {
   }
   if (markdown) out.push("");
 
+  const reasons = whyNotMet(report);
+  if (reasons.length > 0) {
+    heading(2, "Why a target is not met (from the CPU cost per request measured above)");
+    for (const reason of reasons) out.push(markdown ? `- ${reason}` : `- ${reason}`);
+    if (markdown) out.push("");
+  }
+
   if (report.lostUpdates.length > 0) {
     heading(2, "Lost updates: 200 concurrent increments of one session, 50 in flight");
     out.push(
@@ -231,7 +238,7 @@ function sections(report, markdown) {
     if (markdown) {
       out.push(
         "",
-        "Ours keeps the User-Agent of the request that created the session (for the list of a user's sessions), truncated to 256 characters; connect-redis keeps express-session's cookie object instead, as one JSON string. The encoding is `OBJECT ENCODING`: Redis keeps a small hash as a compact `listpack` only while every value is at most `hash-max-listpack-value` (64) bytes; one longer value (a browser User-Agent is 100–150) turns it into a `hashtable`, several times larger.",
+        "Ours keeps the User-Agent only for sessions bound to a user (for the list of a user's sessions), truncated to 256 characters, so an anonymous visit-counter session has none; connect-redis keeps express-session's cookie object instead, as one JSON string. The encoding is `OBJECT ENCODING`: Redis keeps a small hash as a compact `listpack` only while every value is at most `hash-max-listpack-value` (64) bytes; one longer value (a browser User-Agent is 100–150) turns it into a `hashtable`, several times larger.",
         "",
       );
     }
@@ -264,6 +271,38 @@ function sections(report, markdown) {
     if (markdown) out.push("");
   }
   return out;
+}
+
+/**
+ * For each throughput target not met, what the measured CPU per request says about why:
+ * the server's own cost, the share a framework takes before any session code runs, and the
+ * Redis server that shares the machine's cores.
+ */
+function whyNotMet(report) {
+  const cpu = (server, scenario) => report.table.find((row) => row.server === server && row.scenario === scenario)?.cpuUs;
+  const redisCpu = (server, scenario) => report.table.find((row) => row.server === server && row.scenario === scenario)?.redisCpuUs;
+  const unmet = (pattern) => report.targets.some(({ target, met }) => met === false && pattern.test(target));
+  const scenarios = ["new", "increment", "read"].filter((scenario) => cpu("bare", scenario) !== undefined);
+  const list = (make) => scenarios.map((scenario) => `${scenario} ${make(scenario)}`).join(", ");
+  const us = (value) => (value === undefined ? "—" : `${value.toFixed(0)} µs`);
+  const reasons = [];
+  if (unmet(/node:http \+ Redis/) && cpu("ours-node-redis", "increment") !== undefined) {
+    reasons.push(
+      `ours node:http + Redis: the server spends ${list((sc) => us(cpu("ours-node-redis", sc)))} of CPU per request against bare node:http's ${list((sc) => us(cpu("bare", sc)))}, and the Redis server, on the same two cores as the server and the load generator, adds ${list((sc) => us(redisCpu("ours-node-redis", sc)))}. Reaching 0.5× would need the whole session (cookie check, SHA-256, one node-redis round trip, the Lua script) to cost no more than the bare HTTP exchange itself; node-redis encoding, writing and parsing one command is most of that budget on its own.`,
+    );
+  }
+  if (unmet(/memory store/) && cpu("ours-node-memory", "read") !== undefined) {
+    reasons.push(
+      `ours node:http + memory: ${list((sc) => us(cpu("ours-node-memory", sc)))} per request against bare's ${list((sc) => us(cpu("bare", sc)))}. A new session pays for a CSPRNG ID, two SHA-256 (store key, handle), an HMAC-signed Set-Cookie with Cache-Control and Vary; a read pays for the cookie's HMAC check, SHA-256 and JSON decoding. 0.7× leaves about 4 µs for all of it.`,
+    );
+  }
+  if (unmet(/Express \+ Redis/) && cpu("ours-express-redis", "read") !== undefined && cpu("ours-node-redis", "read") !== undefined) {
+    const expressOwn = (sc) => (cpu("ours-express-redis", sc) ?? 0) - (cpu("ours-node-redis", sc) ?? 0);
+    reasons.push(
+      `ours Express + Redis: Express itself costs about ${list((sc) => us(expressOwn(sc)))} per request here (ours on Express minus ours on node:http), before any session code runs, and both Express servers pay it. express-session costs ${list((sc) => us(cpu("express-session", sc)))} in all, so 1.3× needs ours on Express to cost at most ${list((sc) => us((cpu("express-session", sc) ?? 0) / 1.3))}: a session share of ${list((sc) => us((cpu("express-session", sc) ?? 0) / 1.3 - expressOwn(sc) - (cpu("bare", sc) ?? 0)))} beyond the bare HTTP exchange, against the ${list((sc) => us((cpu("ours-node-redis", sc) ?? 0) - (cpu("bare", sc) ?? 0)))} it costs on node:http.`,
+    );
+  }
+  return reasons;
 }
 
 function memoryCell(measured) {
