@@ -5,6 +5,7 @@ import type { Session, SessionData, SessionInfo } from "../src/core/session.js";
 import { ACCOUNT_PATHS, type AccountView, HTML_HEADERS, renderAccountPage, renderMessagePage } from "./account-page.js";
 import type { CsrfTokens } from "./csrf.js";
 import { logIn, MAX_USER_LENGTH } from "./login.js";
+import { MAX_BODY_BYTES, readBodyText } from "./request-body.js";
 
 interface CountedData extends SessionData {
   visitCount: number;
@@ -120,41 +121,18 @@ function sendPage(res: ServerResponse, status: number, html: string): void {
   res.end(html);
 }
 
-const MAX_FORM_BYTES = 16 * 1024;
-
 type FormReading = { kind: "ok"; fields: URLSearchParams } | ({ kind: "error" } & Refusal);
+
+const FORM_ERRORS = {
+  "wrong type": { title: "Unsupported form", message: "Send forms as application/x-www-form-urlencoded." },
+  "too large": { title: "Form too large", message: `A form has at most ${MAX_BODY_BYTES} bytes.` },
+  unreadable: { title: "Bad form", message: "The form could not be read." },
+  "not UTF-8": { title: "Bad form", message: "The form is not valid UTF-8." },
+} as const;
 
 /** Reads an `application/x-www-form-urlencoded` body of at most 16 KiB; a malformed one is a 4xx, never an exception. */
 async function readFormBody(req: IncomingMessage): Promise<FormReading> {
-  const type = req.headers["content-type"]?.split(";", 1)[0]?.trim().toLowerCase();
-  const tooLarge = { kind: "error", status: 413, title: "Form too large", message: `A form has at most ${MAX_FORM_BYTES} bytes.` } as const;
-  if (type !== "application/x-www-form-urlencoded") {
-    req.resume();
-    return { kind: "error", status: 415, title: "Unsupported form", message: "Send forms as application/x-www-form-urlencoded." };
-  }
-  if (Number(req.headers["content-length"]) > MAX_FORM_BYTES) {
-    req.resume();
-    return tooLarge;
-  }
-  const body = await new Promise<Buffer | "too large" | "aborted">((resolve) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= MAX_FORM_BYTES) return void chunks.push(chunk);
-      req.off("data", onData);
-      req.resume();
-      resolve("too large");
-    };
-    req.on("data", onData);
-    req.once("end", () => resolve(Buffer.concat(chunks)));
-    req.once("error", () => resolve("aborted"));
-  });
-  if (body === "too large") return tooLarge;
-  if (body === "aborted") return { kind: "error", status: 400, title: "Bad form", message: "The form could not be read." };
-  try {
-    return { kind: "ok", fields: new URLSearchParams(new TextDecoder("utf-8", { fatal: true }).decode(body)) };
-  } catch {
-    return { kind: "error", status: 400, title: "Bad form", message: "The form is not valid UTF-8." };
-  }
+  const body = await readBodyText(req, "application/x-www-form-urlencoded");
+  if (body.kind === "error") return { kind: "error", status: body.status, ...FORM_ERRORS[body.reason] };
+  return { kind: "ok", fields: new URLSearchParams(body.text) };
 }

@@ -7,6 +7,7 @@ import type { Session } from "../src/core/session.js";
 import { ACCOUNT_SESSION_PATH, accountRoutes } from "./account.js";
 import { CsrfTokens } from "./csrf.js";
 import { logIn } from "./login.js";
+import { MAX_BODY_BYTES, readBodyText } from "./request-body.js";
 
 /** The reference server's session data. */
 export interface VisitData extends Record<string, unknown> {
@@ -150,43 +151,23 @@ function pathOf(req: IncomingMessage): string | undefined {
   return query === -1 ? target : target.slice(0, query);
 }
 
-const MAX_BODY_BYTES = 16 * 1024;
-
 type BodyReading = { kind: "ok"; value: unknown } | { kind: "error"; status: 400 | 413 | 415; message: string };
+
+const JSON_BODY_ERRORS = {
+  "wrong type": "send the body as application/json",
+  "too large": `the body is over ${MAX_BODY_BYTES} bytes`,
+  unreadable: "the body could not be read",
+  "not UTF-8": "the body is not valid UTF-8 JSON",
+} as const;
 
 /** Reads a JSON body of at most 16 KiB; every malformed body is a 4xx, never an exception. */
 async function readJsonBody(req: IncomingMessage): Promise<BodyReading> {
-  const type = req.headers["content-type"]?.split(";", 1)[0]?.trim().toLowerCase();
-  if (type !== "application/json") {
-    req.resume();
-    return { kind: "error", status: 415, message: "send the body as application/json" };
-  }
-  const declared = Number(req.headers["content-length"]);
-  if (declared > MAX_BODY_BYTES) {
-    req.resume();
-    return { kind: "error", status: 413, message: `the body is over ${MAX_BODY_BYTES} bytes` };
-  }
-  const body = await new Promise<Buffer | "too large" | "aborted">((resolve) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= MAX_BODY_BYTES) return void chunks.push(chunk);
-      // Stop keeping the body but keep draining it, so that the 413 can still be sent.
-      req.off("data", onData);
-      req.resume();
-      resolve("too large");
-    };
-    req.on("data", onData);
-    req.once("end", () => resolve(Buffer.concat(chunks)));
-    req.once("error", () => resolve("aborted"));
-  });
-  if (body === "too large") return { kind: "error", status: 413, message: `the body is over ${MAX_BODY_BYTES} bytes` };
-  if (body === "aborted") return { kind: "error", status: 400, message: "the body could not be read" };
+  const body = await readBodyText(req, "application/json");
+  if (body.kind === "error") return { kind: "error", status: body.status, message: JSON_BODY_ERRORS[body.reason] };
   try {
-    return { kind: "ok", value: JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body)) };
+    return { kind: "ok", value: JSON.parse(body.text) };
   } catch {
-    return { kind: "error", status: 400, message: "the body is not valid UTF-8 JSON" };
+    return { kind: "error", status: 400, message: JSON_BODY_ERRORS["not UTF-8"] };
   }
 }
 
