@@ -6,12 +6,8 @@
  * @module
  */
 import { execFile } from "node:child_process";
-import { once } from "node:events";
-import { accessSync, constants } from "node:fs";
-import { createServer } from "node:net";
-import { delimiter, join } from "node:path";
-import { createClient } from "redis";
-import { type RedisServer, startRedisServer } from "./redis-server.js";
+import { delay, findOnPath, freePort } from "./processes.js";
+import { commandOn, commandsOn, type RedisServer, startRedisServer } from "./redis-server.js";
 
 export interface ClusterNode {
   readonly host: "127.0.0.1";
@@ -63,42 +59,6 @@ const INSTALL_HINT = "install it with `apt-get install -y redis-server` (it ship
 const HOST = "127.0.0.1";
 const SLOTS = 16_384;
 
-function findOnPath(command: string): string | undefined {
-  for (const folder of (process.env.PATH ?? "").split(delimiter)) {
-    if (folder === "") continue;
-    const candidate = join(folder, command);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Commands on one node, in order, over one short-lived connection (no reconnection, 2 s to connect). */
-async function commandsOn(port: number, commands: string[][]): Promise<unknown[]> {
-  const client = createClient({ socket: { host: HOST, port, reconnectStrategy: false, connectTimeout: 2_000 } });
-  client.on("error", () => {});
-  await client.connect();
-  try {
-    const replies: unknown[] = [];
-    for (const args of commands) replies.push(await client.sendCommand(args));
-    return replies;
-  } finally {
-    client.destroy();
-  }
-}
-
-async function commandOn(port: number, args: string[]): Promise<unknown> {
-  return (await commandsOn(port, [args]))[0];
-}
-
 function run(binary: string, args: string[], timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(binary, args, { timeout: timeoutMs, killSignal: "SIGKILL" }, (error, stdout, stderr) => {
@@ -119,20 +79,6 @@ function parseSlots(reply: unknown): [number, number, number][] {
     ranges.push([Number(from), Number(to), port]);
   }
   return ranges;
-}
-
-/** A port nobody listens on right now, as the OS hands it out (never 6379). */
-async function freePort(): Promise<number> {
-  for (;;) {
-    const server = createServer();
-    server.unref();
-    server.listen(0, HOST);
-    await once(server, "listening");
-    const address = server.address();
-    await new Promise((resolve) => server.close(resolve));
-    const port = typeof address === "object" && address !== null ? address.port : 0;
-    if (port !== 0 && port !== 6379) return port;
-  }
 }
 
 /** A running cluster-enabled node; retried when its bus port was taken in between. */

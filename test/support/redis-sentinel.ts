@@ -5,14 +5,12 @@
  * spawned here. Everything is killed when the test process exits.
  * @module
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
-import { createClient } from "redis";
-import { type RedisServer, startRedisServer } from "./redis-server.js";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { delay, findOnPath, freePort, removeFolder, removeOnExit, spawnTracked, type TrackedChild, tempDir } from "./processes.js";
+import { commandOn, commandsOn, type RedisServer, startRedisServer } from "./redis-server.js";
 
 export interface RedisSentinelOptions {
   /** The master's name. Default `mymaster`. */
@@ -50,88 +48,6 @@ export interface RedisSentinelSetup {
 const INSTALL_HINT = "install it with `apt-get install -y redis-server` (it ships redis-server and redis-sentinel)";
 const HOST = "127.0.0.1";
 
-/** Sentinels this module started and has not seen exit, killed when the test process exits. */
-const live = new Set<ChildProcess>();
-const folders = new Set<string>();
-let exitHookInstalled = false;
-
-function cleanUpNow(): void {
-  for (const child of live) {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-  live.clear();
-  for (const dir of folders) rmSync(dir, { recursive: true, force: true });
-  folders.clear();
-}
-
-/** Kills the sentinels on exit and on SIGINT/SIGTERM/SIGHUP (re-raised when nobody else handles it, as redis-server.ts does). */
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on("exit", cleanUpNow);
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-    const onSignal = () => {
-      cleanUpNow();
-      process.off(signal, onSignal);
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-    };
-    process.on(signal, onSignal);
-  }
-}
-
-function findOnPath(command: string): string | undefined {
-  for (const folder of (process.env.PATH ?? "").split(delimiter)) {
-    if (folder === "") continue;
-    const candidate = join(folder, command);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function freePort(): Promise<number> {
-  for (;;) {
-    const server = createServer();
-    server.unref();
-    server.listen(0, HOST);
-    await once(server, "listening");
-    const address = server.address();
-    await new Promise((resolve) => server.close(resolve));
-    const port = typeof address === "object" && address !== null ? address.port : 0;
-    if (port !== 0 && port !== 6379) return port;
-  }
-}
-
-/** Commands on one node, in order, over one short-lived connection. */
-async function commandsOn(port: number, commands: string[][]): Promise<unknown[]> {
-  const client = createClient({ socket: { host: HOST, port, reconnectStrategy: false, connectTimeout: 2_000 } });
-  client.on("error", () => {});
-  await client.connect();
-  try {
-    const replies: unknown[] = [];
-    for (const args of commands) replies.push(await client.sendCommand(args));
-    return replies;
-  } finally {
-    client.destroy();
-  }
-}
-
-async function commandOn(port: number, args: string[]): Promise<unknown> {
-  return (await commandsOn(port, [args]))[0];
-}
-
 async function waitFor(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
@@ -160,16 +76,16 @@ function parseEntries(reply: unknown): Map<string, string>[] {
 export async function startRedisSentinel(options: RedisSentinelOptions = {}): Promise<RedisSentinelSetup> {
   const binary = findOnPath("redis-server");
   if (binary === undefined) throw new Error(`redis-server was not found on PATH: ${INSTALL_HINT}`);
-  installExitHook();
   const name = options.name ?? "mymaster";
   // A replica's first sync starts at once (the default waits 5 s for more replicas).
   const syncAtOnce = ["--repl-diskless-sync-delay", "0"];
 
   const servers: RedisServer[] = [];
   let sentinel: ChildProcess | undefined;
-  const dir = mkdtempSync(join(tmpdir(), "sessionstore-sentinel-"));
-  folders.add(dir);
-  let output = "";
+  const dir = removeOnExit(tempDir("sentinel"));
+  let spawned: TrackedChild | undefined;
+  /** What the sentinel wrote, for error messages. */
+  const output = (): string => spawned?.output ?? "";
 
   let stopped = false;
   const stop = async (): Promise<void> => {
@@ -181,8 +97,7 @@ export async function startRedisSentinel(options: RedisSentinelOptions = {}): Pr
       await exited;
     }
     await Promise.all(servers.map((server) => server.stop()));
-    folders.delete(dir);
-    rmSync(dir, { recursive: true, force: true });
+    removeFolder(dir);
   };
 
   try {
@@ -210,20 +125,12 @@ export async function startRedisSentinel(options: RedisSentinelOptions = {}): Pr
         "",
       ].join("\n"),
     );
-    const child = spawn(binary, [config, "--sentinel"], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
+    // Killed when the test process exits, like the servers.
+    spawned = spawnTracked(binary, [config, "--sentinel"], dir);
+    const child = spawned.child;
     sentinel = child;
-    live.add(child);
-    child.once("exit", () => live.delete(child));
-    const collect = (chunk: Buffer) => {
-      output = (output + chunk.toString("utf8")).slice(-8_000);
-    };
-    child.stdout?.on("data", collect);
-    child.stderr?.on("data", collect);
-    child.unref();
-    (child.stdout as { unref?: () => void } | null)?.unref?.();
-    (child.stderr as { unref?: () => void } | null)?.unref?.();
     await waitFor("the sentinel did not answer PING", 10_000, async () => {
-      if (child.exitCode !== null) throw new Error(`the sentinel exited:\n${output}`);
+      if (child.exitCode !== null) throw new Error(`the sentinel exited:\n${output()}`);
       return (await commandOn(sentinelPort, ["PING"])) === "PONG";
     });
     // No failover is possible before the sentinel knows a healthy replica.
@@ -278,6 +185,6 @@ export async function startRedisSentinel(options: RedisSentinelOptions = {}): Pr
     };
   } catch (error) {
     await stop();
-    throw new Error(`the Redis Sentinel setup did not start: ${(error as Error).message}\n${output}`, { cause: error });
+    throw new Error(`the Redis Sentinel setup did not start: ${(error as Error).message}\n${output()}`, { cause: error });
   }
 }

@@ -4,11 +4,20 @@
  * own Redis is never touched.
  * @module
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { accessSync, constants, mkdtempSync, rmSync } from "node:fs";
-import { createConnection, createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import type { ChildProcess } from "node:child_process";
+import { createConnection } from "node:net";
+import { createClient } from "redis";
+import {
+  delay,
+  findOnPath,
+  freePort,
+  removeFolder,
+  removeOnExit,
+  spawnTracked,
+  type TrackedChild,
+  tempDir,
+  waitForExit,
+} from "./processes.js";
 
 export interface RedisServerOptions {
   /** Turn on the append-only file (`--appendonly yes`, `--appendfsync always`). Default off. */
@@ -45,72 +54,6 @@ export interface RedisServer {
 }
 
 const INSTALL_HINT = "install it with `apt-get install -y redis-server`";
-const REDIS_DEFAULT_PORT = 6379;
-
-/** Every process this module started and has not seen exit, killed when the test process exits. */
-const live = new Set<ChildProcess>();
-/** Folders to remove when the test process exits. */
-const folders = new Set<string>();
-let exitHooksInstalled = false;
-
-function installExitHooks(): void {
-  if (exitHooksInstalled) return;
-  exitHooksInstalled = true;
-  process.on("exit", cleanUpNow);
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-    const onSignal = () => {
-      cleanUpNow();
-      process.off(signal, onSignal);
-      // Only re-raise when nobody else handles the signal, so the default behaviour (exit) still applies.
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-    };
-    process.on(signal, onSignal);
-  }
-}
-
-function cleanUpNow(): void {
-  for (const child of live) {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-  live.clear();
-  for (const dir of folders) rmSync(dir, { recursive: true, force: true });
-  folders.clear();
-}
-
-function findOnPath(command: string): string | undefined {
-  for (const folder of (process.env.PATH ?? "").split(delimiter)) {
-    if (folder === "") continue;
-    const candidate = join(folder, command);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-/** A port nobody listens on right now, as the OS hands it out (listen on 0, read, close). */
-async function freePort(): Promise<number> {
-  for (;;) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const server = createServer();
-      server.unref();
-      server.once("error", reject);
-      server.listen(0, "127.0.0.1", () => {
-        const address = server.address();
-        const chosen = typeof address === "object" && address !== null ? address.port : 0;
-        server.close(() => resolve(chosen));
-      });
-    });
-    if (port !== 0 && port !== REDIS_DEFAULT_PORT) return port;
-  }
-}
 
 /** One PING over a raw socket: resolves true on `+PONG`, false on anything else (refused, LOADING, …). */
 function pingOnce(port: number, timeoutMs: number): Promise<boolean> {
@@ -131,37 +74,36 @@ function pingOnce(port: number, timeoutMs: number): Promise<boolean> {
   });
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** Commands on one node, in order, over one short-lived connection (no reconnection, 2 s to connect). */
+export async function commandsOn(port: number, commands: string[][]): Promise<unknown[]> {
+  const client = createClient({ socket: { host: "127.0.0.1", port, reconnectStrategy: false, connectTimeout: 2_000 } });
+  client.on("error", () => {});
+  await client.connect();
+  try {
+    const replies: unknown[] = [];
+    for (const args of commands) replies.push(await client.sendCommand(args));
+    return replies;
+  } finally {
+    client.destroy();
+  }
 }
 
-function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      child.off("exit", onExit);
-      resolve(false);
-    }, timeoutMs);
-    const onExit = () => {
-      clearTimeout(timer);
-      resolve(true);
-    };
-    child.once("exit", onExit);
-  });
+/** One command on one node, over one short-lived connection; resolves its reply. */
+export async function commandOn(port: number, args: string[]): Promise<unknown> {
+  return (await commandsOn(port, [args]))[0];
 }
 
 /** Starts a fresh `redis-server` and resolves once it answers PING. */
 export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServer> {
   const binary = findOnPath("redis-server");
   if (binary === undefined) throw new Error(`redis-server was not found on PATH: ${INSTALL_HINT}`);
-  installExitHooks();
   const startTimeoutMs = options.startTimeoutMs ?? 10_000;
-  const dir = mkdtempSync(join(tmpdir(), "sessionstore-redis-"));
-  folders.add(dir);
+  const dir = removeOnExit(tempDir("redis"));
 
   let port = 0;
-  let child: ChildProcess | undefined;
-  let output = "";
+  let spawned: TrackedChild | undefined;
+  /** What the latest process wrote, for error messages. */
+  const output = (): string => spawned?.output ?? "";
 
   const argsFor = (chosenPort: number): string[] => [
     "--port",
@@ -184,20 +126,8 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
 
   /** Spawns on `chosenPort` and waits for PONG; resolves false when the process died first (port taken, bad argument). */
   const launch = async (chosenPort: number): Promise<boolean> => {
-    output = "";
-    const started = spawn(binary, argsFor(chosenPort), { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
-    child = started;
-    live.add(started);
-    const collect = (chunk: Buffer) => {
-      output = (output + chunk.toString("utf8")).slice(-8_000);
-    };
-    started.stdout?.on("data", collect);
-    started.stderr?.on("data", collect);
-    started.once("exit", () => live.delete(started));
-    // Keeps the test process from hanging on the child's pipes.
-    started.unref();
-    (started.stdout as { unref?: () => void } | null)?.unref?.();
-    (started.stderr as { unref?: () => void } | null)?.unref?.();
+    spawned = spawnTracked(binary, argsFor(chosenPort), dir);
+    const started = spawned.child;
     const deadline = Date.now() + startTimeoutMs;
     while (Date.now() < deadline) {
       if (started.exitCode !== null || started.signalCode !== null) return false;
@@ -206,25 +136,24 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     }
     started.kill("SIGKILL");
     await waitForExit(started, 2_000);
-    throw new Error(`redis-server on port ${chosenPort} did not answer PING within ${startTimeoutMs} ms:\n${output}`);
+    throw new Error(`redis-server on port ${chosenPort} did not answer PING within ${startTimeoutMs} ms:\n${output()}`);
   };
 
   // The port can be taken between asking the OS and redis-server binding it: try a few.
   for (let attempt = 0; ; attempt++) {
     port = await freePort();
     if (await launch(port)) break;
-    if (attempt >= 4 || !/address already in use/i.test(output)) {
-      folders.delete(dir);
-      rmSync(dir, { recursive: true, force: true });
-      throw new Error(`redis-server failed to start:\n${output}`);
+    if (attempt >= 4 || !/address already in use/i.test(output())) {
+      removeFolder(dir);
+      throw new Error(`redis-server failed to start:\n${output()}`);
     }
   }
 
   const current = (): ChildProcess => {
-    if (child === undefined) throw new Error("redis-server was never started");
-    return child;
+    if (spawned === undefined) throw new Error("redis-server was never started");
+    return spawned.child;
   };
-  const isRunning = () => child !== undefined && child.exitCode === null && child.signalCode === null;
+  const isRunning = () => spawned !== undefined && spawned.child.exitCode === null && spawned.child.signalCode === null;
 
   const terminate = async (): Promise<void> => {
     if (!isRunning()) return;
@@ -250,8 +179,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
       if (stopped) return;
       stopped = true;
       await terminate();
-      folders.delete(dir);
-      rmSync(dir, { recursive: true, force: true });
+      removeFolder(dir);
     },
     async kill(signal = "SIGKILL") {
       if (!isRunning()) return;
@@ -268,7 +196,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     async restart() {
       if (stopped) throw new Error("redis-server was stopped for good; start a new one");
       await terminate();
-      if (!(await launch(port))) throw new Error(`redis-server failed to restart on port ${port}:\n${output}`);
+      if (!(await launch(port))) throw new Error(`redis-server failed to restart on port ${port}:\n${output()}`);
     },
     pause() {
       if (isRunning()) current().kill("SIGSTOP");

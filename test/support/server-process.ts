@@ -1,24 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { freePort } from "./processes.js";
 
-/** A free TCP port on 127.0.0.1, as the OS hands it out. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  server.close();
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
-
-export function tempDir(prefix: string): string {
-  return mkdtempSync(join(tmpdir(), `sessionstore-${prefix}-`));
-}
+// Re-exported: tests take these from here.
+export { freePort, tempDir } from "./processes.js";
 
 /** The reference server (dist/server/main.js) as a child process, with its JSON log lines. */
 export class ServerProcess {
