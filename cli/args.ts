@@ -94,9 +94,40 @@ export function parseCommandLine(argv: readonly string[]): Command {
   }
 }
 
+const FLAGS = new Set(["-h", "--help", "--json", "--progress"]);
+const WITH_VALUE = new Set(["-u", "--user"]);
+
+/**
+ * Puts every argument that is not one of our options after `--`: handles (and IDs pasted by
+ * mistake) are base64url, so one in 64 starts with `-`, which parseArgs would take for an
+ * unknown option (and echo).
+ */
+function optionsFirst(argv: readonly string[]): string[] {
+  const options: string[] = [];
+  const positionals: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === "--") {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (FLAGS.has(arg) || arg.startsWith("--user=")) {
+      options.push(arg);
+    } else if (WITH_VALUE.has(arg)) {
+      const value = argv[i + 1];
+      if (value === undefined) throw new UsageError(`${arg} needs a value`);
+      options.push(`--user=${value}`);
+      i++;
+    } else {
+      positionals.push(arg);
+    }
+  }
+  return [...options, "--", ...positionals];
+}
+
 function parse(argv: readonly string[]) {
   return parseArgs({
-    args: [...argv],
+    args: optionsFirst(argv),
     allowPositionals: true,
     strict: true,
     options: {

@@ -149,10 +149,16 @@ describe("admin CLI on a SQLite file the reference server fills", () => {
     // A raw ID pasted by mistake is refused without being echoed.
     const id = ada1.id as string;
     expect(isWellFormedSessionId(id)).toBe(true);
-    const pasted = await runCli(["show", id], env);
-    expect(pasted.status).toBe(2);
-    expect(pasted.stderr).toMatch(/looks like a session ID/);
-    expect(pasted.stderr).not.toContain(id);
+    // One ID (and handle) in 64 starts with "-": it must not be taken for an option either.
+    for (const candidate of [id, `-${id.slice(1)}`]) {
+      const pasted = await runCli(["show", candidate], env);
+      expect(pasted.status).toBe(2);
+      expect(pasted.stderr).toMatch(/looks like a session ID/);
+      expect(pasted.stderr).not.toContain(candidate.slice(1, 10));
+    }
+    const dashedHandle = await runCli(["show", "-AAAAAAAAAAAAAAA", "--json"], env);
+    expect(dashedHandle.status).toBe(1);
+    expect(dashedHandle.stderr).toContain("no live session has the handle -AAAAAAAAAAAAAAA");
   });
 
   it("revoke <handle>: that session is gone (its cookie gets 404), the others live on", async () => {
