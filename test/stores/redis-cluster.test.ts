@@ -17,6 +17,7 @@ import { RedisStore } from "../../src/stores/redis/index.js";
 import { describeSessionConformance } from "../conformance/session-conformance.js";
 import { at, describeStoreConformance, metaFor, newKey, type StoreHarness } from "../conformance/store-conformance.js";
 import { type ClusterNode, type RedisCluster, startRedisCluster } from "../support/redis-cluster.js";
+import { redisBackendView } from "../support/redis-harness.js";
 import { CookieJar, ServerProcess } from "../support/server-process.js";
 import { cookiePair, cookieValue, managerFor, openSession } from "../support/sessions.js";
 
@@ -93,18 +94,7 @@ function openHarness(flavor: "node-redis" | "ioredis"): () => Promise<StoreHarne
     return {
       store,
       second,
-      async backendExpiryMs(key) {
-        const ttl = await admin.pTTL(PREFIX + key);
-        if (ttl === -2) return undefined;
-        return ttl === -1 ? Number.POSITIVE_INFINITY : ttl;
-      },
-      async corrupt(key) {
-        await admin.hDel(PREFIX + key, "a");
-        await admin.hSet(PREFIX + key, "e", "soon");
-      },
-      async holdsAnything(key) {
-        return (await admin.exists(PREFIX + key)) === 1;
-      },
+      ...redisBackendView(admin, PREFIX),
       async close() {
         await store.dispose?.();
         await second.dispose?.();

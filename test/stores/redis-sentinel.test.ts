@@ -13,6 +13,7 @@ import type { SessionStore } from "../../src/core/store.js";
 import { RedisStore } from "../../src/stores/redis/index.js";
 import { describeSessionConformance } from "../conformance/session-conformance.js";
 import { describeStoreConformance, type StoreHarness } from "../conformance/store-conformance.js";
+import { redisBackendView } from "../support/redis-harness.js";
 import { type RedisSentinelSetup, startRedisSentinel } from "../support/redis-sentinel.js";
 import { CookieJar, ServerProcess } from "../support/server-process.js";
 import { cookiePair, managerFor, openSession } from "../support/sessions.js";
@@ -92,18 +93,7 @@ function openHarness(flavor: Flavor): () => Promise<StoreHarness> {
     return {
       store: first.store,
       second: second.store,
-      async backendExpiryMs(key) {
-        const ttl = await admin.pTTL(PREFIX + key);
-        if (ttl === -2) return undefined;
-        return ttl === -1 ? Number.POSITIVE_INFINITY : ttl;
-      },
-      async corrupt(key) {
-        await admin.hDel(PREFIX + key, "a");
-        await admin.hSet(PREFIX + key, "e", "soon");
-      },
-      async holdsAnything(key) {
-        return (await admin.exists(PREFIX + key)) === 1;
-      },
+      ...redisBackendView(admin, PREFIX),
       async close() {
         await first.close();
         await second.close();

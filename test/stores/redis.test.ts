@@ -6,6 +6,7 @@ import type { SessionStore, StoredSession } from "../../src/core/store.js";
 import { RedisStore } from "../../src/stores/redis/index.js";
 import { describeSessionConformance } from "../conformance/session-conformance.js";
 import { at, describeStoreConformance, metaFor, newKey, type StoreHarness } from "../conformance/store-conformance.js";
+import { redisBackendView } from "../support/redis-harness.js";
 import { CommandCounter } from "../support/redis-monitor.js";
 import { type RedisServer, startRedisServer } from "../support/redis-server.js";
 
@@ -54,19 +55,7 @@ function openHarness(flavor: "node-redis" | "ioredis"): () => Promise<StoreHarne
     return {
       store,
       second,
-      async backendExpiryMs(key) {
-        const ttl = await admin.pTTL(PREFIX + key);
-        if (ttl === -2) return undefined;
-        return ttl === -1 ? Number.POSITIVE_INFINITY : ttl;
-      },
-      async corrupt(key) {
-        // A half-written record: one deadline gone, another not a number.
-        await admin.hDel(PREFIX + key, "a");
-        await admin.hSet(PREFIX + key, "e", "soon");
-      },
-      async holdsAnything(key) {
-        return (await admin.exists(PREFIX + key)) === 1;
-      },
+      ...redisBackendView(admin, PREFIX),
       async close() {
         await store.dispose?.();
         await second.dispose?.();
