@@ -26,12 +26,7 @@ async function login(jar: CookieJar, url: string, user: string | undefined, user
   expect((await jar.fetch(`${url}/`, { headers: { "user-agent": userAgent } })).status).toBe(200);
   remember(jar);
   if (user === undefined) return;
-  const response = await jar.fetch(`${url}/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json", "user-agent": userAgent },
-    body: JSON.stringify({ user }),
-  });
-  expect(response.status).toBe(200);
+  expect((await jar.login(url, user, userAgent)).status).toBe(200);
   remember(jar);
 }
 

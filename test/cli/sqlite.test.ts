@@ -43,12 +43,7 @@ async function visit(jar: CookieJar, url: string, userAgent: string): Promise<vo
 
 async function login(jar: CookieJar, url: string, user: string, userAgent: string): Promise<void> {
   await visit(jar, url, userAgent);
-  const response = await jar.fetch(`${url}/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json", "user-agent": userAgent },
-    body: JSON.stringify({ user }),
-  });
-  expect(response.status).toBe(200);
+  expect((await jar.login(url, user, userAgent)).status).toBe(200);
   remember(jar);
 }
 

@@ -72,14 +72,6 @@ async function expectUnavailable(request: () => Promise<Response>): Promise<numb
   return ms;
 }
 
-function login(jar: CookieJar, url: string, user: string): Promise<Response> {
-  return jar.fetch(`${url}/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ user }),
-  });
-}
-
 async function status(url: string, init?: RequestInit): Promise<number> {
   const response = await fetch(url, init);
   await response.arrayBuffer();
@@ -132,7 +124,7 @@ describe("reference server against a single faulty Redis", () => {
     await redis.kill("SIGKILL");
     await expectUnavailable(() => jar.fetch(`${server.url}/`));
     await expectUnavailable(() => jar.fetch(`${server.url}/session`));
-    await expectUnavailable(() => login(jar, server.url, "ada"));
+    await expectUnavailable(() => jar.login(server.url, "ada"));
     await expectUnavailable(() => jar.fetch(`${server.url}/logout`, { method: "POST" }));
     await expectUnavailable(() => fetch(`${server.url}/`));
     await expectUnavailable(() => fetch(`${server.url}/healthz`));
@@ -165,7 +157,7 @@ describe("reference server against a single faulty Redis", () => {
       expectUnavailable(() => jar.fetch(`${server.url}/`)),
       expectUnavailable(() => jar.fetch(`${server.url}/session`)),
       expectUnavailable(() => fetch(`${server.url}/healthz`)),
-      expectUnavailable(() => login(jar, server.url, "ada")),
+      expectUnavailable(() => jar.login(server.url, "ada")),
     ]);
     // These were deadline failures (Redis still asleep), not errors Redis answered with.
     for (const ms of durations) expect(ms).toBeGreaterThanOrEqual(DEADLINE_MS - 50);
@@ -226,7 +218,7 @@ describe("reference server against a single faulty Redis", () => {
 
     await expectUnavailable(() => fetch(`${server.url}/`));
     await expectUnavailable(() => fetch(`${server.url}/healthz`));
-    await expectUnavailable(() => login(new CookieJar(), server.url, "ada"));
+    await expectUnavailable(() => new CookieJar().login(server.url, "ada"));
 
     await redis.restart();
     await expect.poll(() => status(`${server.url}/healthz`), { timeout: RECOVERY_MS, interval: 200 }).toBe(200);
@@ -249,7 +241,7 @@ describe("reference server against a single faulty Redis", () => {
     const { server, admin } = await startStack({ args: ["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"] });
     const existing = new CookieJar();
     expect(await existing.text(`${server.url}/`)).toBe("Hello World #0\n");
-    expect((await login(existing, server.url, "ada")).status).toBe(200);
+    expect((await existing.login(server.url, "ada")).status).toBe(200);
 
     // Fill Redis until it refuses writes.
     const filler = "x".repeat(64 * 1024);
@@ -265,7 +257,7 @@ describe("reference server against a single faulty Redis", () => {
     await admin.configSet("maxmemory", "2mb");
 
     const fresh = new CookieJar();
-    await expectUnavailable(() => login(fresh, server.url, "grace"));
+    await expectUnavailable(() => fresh.login(server.url, "grace"));
     await expectUnavailable(() => fresh.fetch(`${server.url}/`));
     expect(fresh.setCookies).toEqual([]);
     // Reads of an existing session still work.
@@ -281,7 +273,7 @@ describe("reference server against a single faulty Redis", () => {
     // Memory freed: logins work again.
     await admin.flushAll();
     await admin.configSet("maxmemory", "4mb");
-    expect((await login(fresh, server.url, "grace")).status).toBe(200);
+    expect((await fresh.login(server.url, "grace")).status).toBe(200);
     expect(fresh.cookie).toBeDefined();
     expectAlive(server);
   });
@@ -308,13 +300,13 @@ describe("reference server against a single faulty Redis", () => {
     const primary = await startRedis();
     const { server, admin } = await startStack({});
     const before = new CookieJar();
-    expect((await login(before, server.url, "ada")).status).toBe(200);
+    expect((await before.login(server.url, "ada")).status).toBe(200);
 
     await admin.sendCommand(["REPLICAOF", "127.0.0.1", String(primary.port)]);
     const fresh = new CookieJar();
-    await expectUnavailable(() => login(fresh, server.url, "grace"));
+    await expectUnavailable(() => fresh.login(server.url, "grace"));
     await expectUnavailable(() => fresh.fetch(`${server.url}/`));
-    const relogin = await login(before, server.url, "ada");
+    const relogin = await before.login(server.url, "ada");
     await relogin.arrayBuffer();
     expect(relogin.status).toBe(503);
     expect(relogin.headers.getSetCookie()).toEqual([]);
@@ -322,7 +314,7 @@ describe("reference server against a single faulty Redis", () => {
     expect(storeErrors(server).some((message) => /READONLY/.test(message))).toBe(true);
 
     await admin.sendCommand(["REPLICAOF", "NO", "ONE"]);
-    expect((await login(fresh, server.url, "grace")).status).toBe(200);
+    expect((await fresh.login(server.url, "grace")).status).toBe(200);
     expect(fresh.cookie).toBeDefined();
     expectAlive(server);
   });
@@ -330,20 +322,20 @@ describe("reference server against a single faulty Redis", () => {
   it("AOF restart (SIGKILL): sessions keep their remaining TTL; logouts and revocations acknowledged before it stay done", async () => {
     const { redis, server, admin } = await startStack({ appendonly: true }, { SESSION_IDLE_TIMEOUT: "600" });
     const ada = new CookieJar();
-    expect((await login(ada, server.url, "ada")).status).toBe(200);
+    expect((await ada.login(server.url, "ada")).status).toBe(200);
     expect(await ada.text(`${server.url}/`)).toBe("Hello World #0\n");
     const adaBefore = await (await ada.fetch(`${server.url}/session`)).json();
 
     const bob = new CookieJar();
-    expect((await login(bob, server.url, "bob")).status).toBe(200);
+    expect((await bob.login(server.url, "bob")).status).toBe(200);
     const bobKey = sessionKeyOf(bob);
     const bobCookie = bob.cookie as string;
     expect((await bob.fetch(`${server.url}/logout`, { method: "POST" })).status).toBe(204);
 
     const cyLaptop = new CookieJar();
     const cyPhone = new CookieJar();
-    expect((await login(cyLaptop, server.url, "cy")).status).toBe(200);
-    expect((await login(cyPhone, server.url, "cy")).status).toBe(200);
+    expect((await cyLaptop.login(server.url, "cy")).status).toBe(200);
+    expect((await cyPhone.login(server.url, "cy")).status).toBe(200);
     const cyPhoneKey = sessionKeyOf(cyPhone);
     const listed = (await (await cyLaptop.fetch(`${server.url}/sessions`)).json()) as { id: string; current: boolean }[];
     const phone = listed.find((entry) => !entry.current);

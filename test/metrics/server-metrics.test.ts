@@ -41,11 +41,7 @@ describe("GET /metrics on the reference server", () => {
     expect(await jar.text(`${server.url}/`)).toBe("Hello World #0\n"); // create
     expect(await jar.text(`${server.url}/`)).toBe("Hello World #1\n"); // increment (no load needed)
     const beforeLogin = jar.cookie as string;
-    const login = await jar.fetch(`${server.url}/login`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ user: "ada" }),
-    }); // load + rotate
+    const login = await jar.login(server.url, "ada"); // load + rotate
     expect(login.status).toBe(200);
     // Scraping with a live cookie reads nothing from the store.
     await scrape(jar.cookie);

@@ -61,11 +61,7 @@ for (const [name, makeSetup] of setups) {
     it("a logout among 60 in-flight requests stays a logout: the old cookie is anonymous and the store holds nothing for it", async () => {
       const jar = new CookieJar();
       await jar.fetch(`${servers[0]?.url}/`);
-      const login = await jar.fetch(`${servers[0]?.url}/login`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ user: "ada" }),
-      });
+      const login = await jar.login(servers[0]?.url as string, "ada");
       expect(login.status).toBe(200);
       const cookie = jar.cookie as string;
       const id = jar.id as string;

@@ -7,14 +7,6 @@ import { memorySetup, redisSetup, type ServerStoreSetup, sqliteSetup } from "../
 const SECRET_OLD = "old-secret-0123456789-0123456789-0123";
 const SECRET_NEW = "new-secret-0123456789-0123456789-0123";
 
-function login(jar: CookieJar, url: string, user: string, userAgent = "test-agent"): Promise<Response> {
-  return jar.fetch(`${url}/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json", "user-agent": userAgent },
-    body: JSON.stringify({ user }),
-  });
-}
-
 /** Sends raw header lines (fetch would refuse or normalise hostile ones) and resolves the status. */
 function rawStatus(
   port: number,
@@ -57,7 +49,7 @@ for (const [name, makeSetup] of setups) {
       await jar.text(`${server.url}/`);
       await jar.text(`${server.url}/`);
       const before = jar.cookie as string;
-      const response = await login(jar, server.url, "ada");
+      const response = await jar.login(server.url, "ada");
       expect(response.status).toBe(200);
       expect(await response.json()).toEqual({ user: "ada" });
       expect(jar.cookie).not.toBe(before);
@@ -68,7 +60,7 @@ for (const [name, makeSetup] of setups) {
 
     it("logout destroys the session and clears the cookie; replaying the old cookie gets nothing", async () => {
       const jar = new CookieJar();
-      await login(jar, server.url, "grace");
+      await jar.login(server.url, "grace");
       const cookie = jar.cookie as string;
       const logout = await jar.fetch(`${server.url}/logout`, { method: "POST" });
       expect(logout.status).toBe(204);
@@ -84,9 +76,9 @@ for (const [name, makeSetup] of setups) {
       const phone = new CookieJar();
       const laptop = new CookieJar();
       const stranger = new CookieJar();
-      await login(phone, server.url, user, "phone");
-      await login(laptop, server.url, user, "laptop");
-      await login(stranger, server.url, `${user}-stranger`, "other");
+      await phone.login(server.url, user, "phone");
+      await laptop.login(server.url, user, "laptop");
+      await stranger.login(server.url, `${user}-stranger`, "other");
       const listed = (await (await phone.fetch(`${server.url}/sessions`)).json()) as Record<string, unknown>[];
       expect(listed.map((entry) => entry.userAgent).sort()).toEqual(["laptop", "phone"]);
       expect(listed.find((entry) => entry.current)?.userAgent).toBe("phone");
@@ -103,7 +95,7 @@ for (const [name, makeSetup] of setups) {
       expect((await laptop.fetch(`${server.url}/session`)).status).toBe(404);
 
       const tablet = new CookieJar();
-      await login(tablet, server.url, user, "tablet");
+      await tablet.login(server.url, user, "tablet");
       expect((await phone.fetch(`${server.url}/logout-all`, { method: "POST" })).status).toBe(204);
       expect((await phone.fetch(`${server.url}/session`)).status).toBe(404);
       expect((await tablet.fetch(`${server.url}/session`)).status).toBe(404);
@@ -212,7 +204,7 @@ for (const [name, makeSetup] of setups) {
         expect(await rawStatus(server.port, "/login", headers, "POST", body), String(body).slice(0, 60)).toBe(expected);
       }
       const proto = new CookieJar();
-      expect((await login(proto, server.url, "__proto__")).status).toBe(200);
+      expect((await proto.login(server.url, "__proto__")).status).toBe(200);
       expect(await (await proto.fetch(`${server.url}/session`)).json()).toMatchObject({ user: "__proto__" });
       expect((await proto.fetch(`${server.url}/sessions`)).status).toBe(200);
     });

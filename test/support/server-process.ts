@@ -111,6 +111,15 @@ export class CookieJar {
     return (await this.fetch(url, init)).text();
   }
 
+  /** `POST /login` as the reference server expects it: JSON `{"user"}`. */
+  login(origin: string, user: string, userAgent = "test-agent"): Promise<Response> {
+    return this.fetch(`${origin}/login`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "user-agent": userAgent },
+      body: JSON.stringify({ user }),
+    });
+  }
+
   /** The raw session ID in the jar (for asserting it appears nowhere else). */
   get id(): string | undefined {
     return this.cookie?.split("=", 2)[1]?.split(".", 1)[0];
