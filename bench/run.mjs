@@ -41,7 +41,7 @@ const HELP = `npm run bench [-- options]
   --write                write bench/RESULTS.md after a short run too (it says it is a smoke run)
   --results <path>       write the Markdown report there instead
   --json <path>          also write the raw measurements as JSON
-  --no-build             do not rebuild dist/ even when it is stale
+  --no-build             do not build the library first (tsc -b is a no-op when it is fresh)
   --list                 list the servers and exit`;
 
 const { values: args } = parseArgs({

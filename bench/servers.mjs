@@ -5,7 +5,7 @@
 //
 // To add a server, add one entry to SERVERS. `requires` names files that must exist (for
 // adapters still being written): when one is missing the runner skips the server and says so.
-// Our code is imported from the compiled dist/ (the runner builds it when it is stale).
+// Our code is imported by its package name, atomic-session, as an application would (the runner builds it when it is stale).
 import { createServer } from "node:http";
 import { join } from "node:path";
 
@@ -44,7 +44,6 @@ export const SERVERS = [
     label: "ours Fastify + Redis",
     group: "ours",
     redis: true,
-    requires: ["dist/src/adapters/fastify.js"],
     start: (c) => oursFastify(c, "redis"),
   },
   {
@@ -52,7 +51,6 @@ export const SERVERS = [
     label: "ours Hono + Redis",
     group: "ours",
     redis: true,
-    requires: ["dist/src/adapters/hono.js"],
     start: (c) => oursHono(c, "redis"),
   },
 ];
@@ -155,20 +153,18 @@ async function fastifySession({ redisUrl }) {
   };
 }
 
-const dist = (path) => new URL(`../dist/src/${path}`, import.meta.url).href;
-
 /** Our session manager over one of our stores, signed cookies, default timeouts. */
 async function oursManager(store, dir, redisUrl) {
-  const { SessionManager } = await import(dist("core/manager.js"));
+  const { SessionManager } = await import("atomic-session");
   let instance;
   if (store === "memory") {
-    const { MemoryStore } = await import(dist("stores/memory.js"));
+    const { MemoryStore } = await import("atomic-session/stores/memory");
     instance = new MemoryStore();
   } else if (store === "sqlite") {
-    const { SqliteStore } = await import(dist("stores/sqlite.js"));
+    const { SqliteStore } = await import("atomic-session/stores/sqlite");
     instance = new SqliteStore({ path: join(dir, "sessions.db") });
   } else {
-    const { RedisStore } = await import(dist("stores/redis/index.js"));
+    const { RedisStore } = await import("atomic-session/stores/redis");
     instance = new RedisStore({ url: redisUrl });
   }
   const manager = new SessionManager({ store: instance, secrets: [SECRET] });
@@ -182,7 +178,7 @@ const visitText = async (session) => `Hello World #${(await session.increment("v
 const countText = async (session) => `visits ${(await session.get("visitCount")) ?? 0}\n`;
 
 async function oursNode({ dir, redisUrl }, store) {
-  const { withSessions } = await import(dist("adapters/node.js"));
+  const { withSessions } = await import("atomic-session/node");
   const { manager, dispose } = await oursManager(store, dir, redisUrl);
   const server = createServer(
     withSessions(manager, async (req, res, session) => {
@@ -197,7 +193,7 @@ async function oursNode({ dir, redisUrl }, store) {
 
 async function oursExpress({ dir, redisUrl }, store) {
   const { default: express } = await import("express");
-  const { sessionMiddleware } = await import(dist("adapters/express.js"));
+  const { sessionMiddleware } = await import("atomic-session/express");
   const { manager, dispose } = await oursManager(store, dir, redisUrl);
   const app = express();
   app.use(sessionMiddleware(manager));
@@ -211,10 +207,10 @@ async function oursExpress({ dir, redisUrl }, store) {
   return { port: await listen(server), close: closer(server, dispose) };
 }
 
-/** Our Fastify plugin (src/adapters/fastify.ts): the session is `request.session`. */
+/** Our Fastify plugin (atomic-session/fastify): the session is `request.session`. */
 async function oursFastify({ dir, redisUrl }, store) {
   const { default: Fastify } = await import("fastify");
-  const { sessionPlugin } = await import(dist("adapters/fastify.js"));
+  const { sessionPlugin } = await import("atomic-session/fastify");
   const { manager, dispose } = await oursManager(store, dir, redisUrl);
   const app = Fastify({ logger: false });
   await app.register(sessionPlugin, { manager });
@@ -236,11 +232,11 @@ async function oursFastify({ dir, redisUrl }, store) {
   };
 }
 
-/** Our Hono middleware (src/adapters/hono.ts) on @hono/node-server: the session is `c.get("session")`. */
+/** Our Hono middleware (atomic-session/hono) on @hono/node-server: the session is `c.get("session")`. */
 async function oursHono({ dir, redisUrl }, store) {
   const { Hono } = await import("hono");
   const { serve } = await import("@hono/node-server");
-  const { sessionMiddleware } = await import(dist("adapters/hono.js"));
+  const { sessionMiddleware } = await import("atomic-session/hono");
   const { manager, dispose } = await oursManager(store, dir, redisUrl);
   const app = new Hono();
   app.use(sessionMiddleware(manager));

@@ -1,11 +1,12 @@
 // A visit counter on Express 5, with sessions in memory (a restart starts again at #0).
 //
-//   npx tsc -p examples && node dist/examples-build/examples/express.js
+//   npm run build -w examples && node examples/dist/express.js
 //   curl -c jar -b jar 127.0.0.1:3000/
+
+import { SessionManager } from "atomic-session";
+import { sessionMiddleware } from "atomic-session/express";
+import { MemoryStore } from "atomic-session/stores/memory";
 import express from "express";
-import { sessionMiddleware } from "../src/adapters/express.js";
-import { SessionManager } from "../src/index.js";
-import { MemoryStore } from "../src/stores/memory.js";
 
 const port = Number(process.env.PORT ?? 3000);
 const sessions = new SessionManager({ store: new MemoryStore() });

@@ -1,11 +1,12 @@
 // A visit counter on Fastify 5, with sessions in SQLite (./data/examples.db): the count survives a restart.
 //
-//   npx tsc -p examples && node dist/examples-build/examples/fastify.js
+//   npm run build -w examples && node examples/dist/fastify.js
 //   curl -c jar -b jar 127.0.0.1:3000/
+
+import { SessionManager } from "atomic-session";
+import { sessionPlugin } from "atomic-session/fastify";
+import { SqliteStore } from "atomic-session/stores/sqlite";
 import Fastify from "fastify";
-import { sessionPlugin } from "../src/adapters/fastify.js";
-import { SessionManager } from "../src/index.js";
-import { SqliteStore } from "../src/stores/sqlite.js";
 
 const port = Number(process.env.PORT ?? 3000);
 const sessions = new SessionManager({ store: new SqliteStore({ path: "./data/examples.db" }) });

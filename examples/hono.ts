@@ -1,12 +1,12 @@
 // A visit counter on Hono, served by @hono/node-server, with sessions in memory (a restart starts again at #0).
 //
-//   npx tsc -p examples && node dist/examples-build/examples/hono.js
+//   npm run build -w examples && node examples/dist/hono.js
 //   curl -c jar -b jar 127.0.0.1:3000/
 import { serve } from "@hono/node-server";
+import { SessionManager } from "atomic-session";
+import { sessionMiddleware } from "atomic-session/hono";
+import { MemoryStore } from "atomic-session/stores/memory";
 import { Hono } from "hono";
-import { sessionMiddleware } from "../src/adapters/hono.js";
-import { SessionManager } from "../src/index.js";
-import { MemoryStore } from "../src/stores/memory.js";
 
 const port = Number(process.env.PORT ?? 3000);
 const sessions = new SessionManager({ store: new MemoryStore() });

@@ -1,14 +1,14 @@
 // A visit counter on node:http, with sessions in SQLite (./data/examples.db): the count survives a restart.
 //
-//   npx tsc -p examples && node dist/examples-build/examples/node-http.js
+//   npm run build -w examples && node examples/dist/node-http.js
 //   curl -c jar -b jar 127.0.0.1:3000/
 import { createServer } from "node:http";
-import { withSessions } from "../src/adapters/node.js";
-import { SessionManager } from "../src/index.js";
-import { SqliteStore } from "../src/stores/sqlite.js";
+import { SessionManager } from "atomic-session";
+import { withSessions } from "atomic-session/node";
+import { SqliteStore } from "atomic-session/stores/sqlite";
 
 const port = Number(process.env.PORT ?? 3000);
-const sessions = new SessionManager<{ visitCount: number }>({ store: new SqliteStore({ path: "./data/examples.db" }) });
+const sessions = new SessionManager({ store: new SqliteStore({ path: "./data/examples.db" }) });
 
 const server = createServer(
   withSessions(sessions, async (req, res, session) => {

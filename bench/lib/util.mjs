@@ -1,9 +1,9 @@
 // Small helpers shared by the benchmark runner: process CPU time, a keep-alive HTTP client,
 // statistics, the build check.
 import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { Agent, request } from "node:http";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 
 /** The repository root (bench/lib/../..). */
 export const ROOT = new URL("../../", import.meta.url).pathname;
@@ -126,60 +126,19 @@ export class Samples {
 
 export const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Every file under `dir` whose name ends with one of `extensions`. */
-function filesUnder(dir, extensions) {
-  /** @type {string[]} */
-  const found = [];
-  let entries;
-  try {
-    entries = readdirSync(dir, { withFileTypes: true });
-  } catch {
-    return found;
-  }
-  for (const entry of entries) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) found.push(...filesUnder(path, extensions));
-    else if (extensions.some((extension) => entry.name.endsWith(extension))) found.push(path);
-  }
-  return found;
-}
-
 /**
- * The sources in src/ whose compiled file in dist/src is missing or older than the source.
- * @returns {string[]}
- */
-export function staleSources() {
-  const stale = [];
-  for (const source of filesUnder(join(ROOT, "src"), [".ts"])) {
-    if (source.endsWith(".d.ts")) continue;
-    const compiled = join(ROOT, "dist", relative(ROOT, source)).replace(/\.ts$/, ".js");
-    try {
-      if (statSync(compiled).mtimeMs < statSync(source).mtimeMs) stale.push(relative(ROOT, source));
-    } catch {
-      stale.push(relative(ROOT, source));
-    }
-  }
-  return stale;
-}
-
-/**
- * Compiles the library into dist/ (tsc -p tsconfig.build.json, incremental) when dist is
- * missing or older than src. Type errors elsewhere in the tree (work in progress) are
- * reported but do not stop the benchmark as long as what it needs was emitted.
+ * Builds the library (tsc -b packages/atomic-session: incremental, a no-op when the build is
+ * fresh). Type errors (work in progress) are reported but do not stop the benchmark as long as
+ * what it needs was emitted.
  * @param {{ force?: boolean; log: (line: string) => void }} options
  */
 export function ensureBuilt({ force = false, log }) {
-  const stale = staleSources();
-  if (!force && stale.length === 0) return;
-  log(
-    `building dist/ (tsc -p tsconfig.build.json): ${force ? "forced" : `${stale.length} stale source(s), e.g. ${stale.slice(0, 3).join(", ")}`}`,
-  );
   try {
-    execFileSync(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], {
-      cwd: ROOT,
-      stdio: ["ignore", "pipe", "pipe"],
-      encoding: "utf8",
-    });
+    execFileSync(
+      process.execPath,
+      [join(ROOT, "node_modules/typescript/bin/tsc"), "-b", ...(force ? ["--force"] : []), "packages/atomic-session"],
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" },
+    );
   } catch (error) {
     const output = `${error.stdout ?? ""}${error.stderr ?? ""}`.trim();
     log(`warning: tsc reported errors (dist/ was still emitted; servers whose code does not load will fail to start):\n${output}`);

@@ -1,0 +1,92 @@
+import type { Context, MiddlewareHandler } from "hono";
+import type { RequestInfo, SessionManager } from "../core/manager.js";
+import type { ResponseHeaders, Session } from "../core/session.js";
+import { sessionErrorAnswer, varyWithCookie } from "./http.js";
+
+declare module "hono" {
+  interface ContextVariableMap {
+    /** The request's session, set by `sessionMiddleware`. Its data type is the one declared in `SessionTypes`. */
+    session: Session;
+  }
+}
+
+/** The Hono environment `sessionMiddleware` gives the handlers after it: `c.get("session")`, `c.var.session`. */
+export type SessionEnv = { Variables: { session: Session } };
+
+/** What `@hono/node-server` puts in `c.env`; absent on other runtimes. */
+interface NodeServerBindings {
+  incoming?: { socket?: { encrypted?: boolean } };
+}
+
+/** The request facts the core needs, read from a Hono context. */
+function requestInfoOf(c: Context): RequestInfo {
+  const incoming = (c.env as NodeServerBindings | undefined)?.incoming;
+  return {
+    cookieHeader: c.req.header("cookie"),
+    // On @hono/node-server the URL's scheme can come from the request line (an absolute
+    // URI), which the client chooses: ask the socket. Other runtimes build the URL themselves.
+    encrypted: incoming !== undefined ? incoming.socket?.encrypted === true : new URL(c.req.url).protocol === "https:",
+    forwardedProto: c.req.header("x-forwarded-proto"),
+    userAgent: c.req.header("user-agent"),
+  };
+}
+
+/**
+ * How the core sets headers in Hono: the session's latest cookie is kept aside and put on the
+ * handler's response once it exists (`flush`), so a cookie set earlier in the request is
+ * replaced rather than sent twice, a handler that answers with a plain `Response` still
+ * carries it, and an error response never does.
+ */
+function deferredResponseHeaders(): ResponseHeaders & { flush(c: Context): void } {
+  let cookie: string | undefined;
+  let vary = false;
+  let flushed = false;
+  return {
+    setCookie(value) {
+      cookie = value;
+      vary = true;
+    },
+    withdrawCookie() {
+      cookie = undefined;
+    },
+    varyOnCookie() {
+      vary = true;
+    },
+    headersSent: () => flushed,
+    flush(c) {
+      flushed = true;
+      if (vary) c.header("Vary", varyWithCookie(c.res.headers.get("Vary") ?? undefined));
+      if (cookie === undefined) return;
+      c.header("Set-Cookie", cookie, { append: true });
+      c.header("Cache-Control", "no-store");
+    },
+  };
+}
+
+/**
+ * The Hono adapter: puts the request's session at `c.get("session")` (and `c.var.session`).
+ * Every write is awaited inside the handler; the session's cookie goes on the handler's
+ * response. A session error that carries a status (a store failure: 503 with `Retry-After`;
+ * a race with a login: 409) is answered with that status, the same JSON body as every other
+ * adapter, and no session cookie. Works on any runtime; on `@hono/node-server` the socket
+ * tells whether the request came over TLS.
+ *
+ * ```ts
+ * const app = new Hono().use(sessionMiddleware(manager));
+ * app.get("/", async (c) => c.text(`visit ${await c.var.session.increment("visits")}`));
+ * ```
+ */
+export function sessionMiddleware(manager: SessionManager): MiddlewareHandler<SessionEnv> {
+  return async function session(c, next) {
+    const headers = deferredResponseHeaders();
+    c.set("session", manager.open(requestInfoOf(c), headers));
+    await next();
+    // Hono has already turned a handler's error into c.res (app.onError): a session error gets its own answer.
+    const answer = c.error === undefined ? undefined : sessionErrorAnswer(c.error);
+    if (answer !== undefined) {
+      c.res = new Response(answer.body, { status: answer.status, headers: answer.headers });
+      return;
+    }
+    headers.flush(c);
+  };
+}

@@ -1,0 +1,372 @@
+import type { StandardSchemaV1 } from "@standard-schema/spec";
+import { type CookieOptions, resolveCookieOptions, SessionCookie, validateSecrets } from "./cookie.js";
+import { SessionConfigError, SessionError, StoreUnavailableError } from "./errors.js";
+import type { SessionEvent, SessionEventListener } from "./events.js";
+import { handleOf } from "./ids.js";
+import { infoOf, type ResponseHeaders, Session, type SessionInfo, type SessionRuntime } from "./session.js";
+import type { SessionStore, UserSessionEntry } from "./store.js";
+
+export interface SessionManagerOptions {
+  /** Where sessions live: `MemoryStore`, `SqliteStore`, `RedisStore`, `PostgresStore`, or any `SessionStore`. */
+  store: SessionStore;
+  cookie?: CookieOptions;
+  /** Signed cookies: the first secret signs, every one verifies. Each at least 32 characters. Default: unsigned. */
+  secrets?: readonly string[];
+  /** Idle (sliding) timeout. Default 30 minutes. */
+  idleTimeoutMs?: number;
+  /** Absolute timeout from creation (or login). Default 12 hours. */
+  absoluteTimeoutMs?: number;
+  /** Least time between two refreshes of an unchanged session's idle deadline. Default min(60 s, idle timeout / 10). */
+  touchIntervalMs?: number;
+  /** Deadline on every store call; past it the request fails with `StoreUnavailableError` (503). Default 1000 ms. */
+  storeTimeoutMs?: number;
+  /** Cap on a session's encoded data. Default 64 KiB. */
+  maxSizeBytes?: number;
+  /** How many times `update()` runs its function before giving up with `SessionConflictError`. Default 16. */
+  updateAttempts?: number;
+  /**
+   * Most live sessions one user may have: a login past it ends that user's oldest sessions
+   * (by login time), as Spring Session's `maximumSessions` does. Default 100; `Infinity` for no cap.
+   * Needs a store that lists a user's sessions.
+   */
+  maxSessionsPerUser?: number;
+  /** Trust `X-Forwarded-Proto` to tell whether the request came over HTTPS. Default `false`. */
+  trustProxy?: boolean;
+  /**
+   * A Standard Schema (zod, valibot, arktype…) that checks the data of every session loaded
+   * from the store, as one object with the keys present. Data it rejects counts as a
+   * corrupted record: a `corrupted-record` event, the record removed, the session absent.
+   * Sessions hold some keys and not others, so make every key optional. Only the verdict
+   * is used (not transforms or defaults), and writes are not checked: type them with `SessionTypes`.
+   * Default: none.
+   */
+  schema?: StandardSchemaV1;
+}
+
+/** What an adapter knows about the request. */
+export interface RequestInfo {
+  cookieHeader: string | undefined;
+  /** Whether the connection itself is TLS. */
+  encrypted: boolean;
+  /** The `X-Forwarded-Proto` header, used only with `trustProxy`. */
+  forwardedProto: string | undefined;
+  userAgent: string | undefined;
+}
+
+/** A user's session as listed for account pages; `handle` is the non-secret name to revoke it by. */
+export interface UserSession extends SessionInfo {
+  /** Whether this is the session of the request that asked. */
+  current: boolean;
+}
+
+const MINUTE = 60_000;
+const DEFAULTS = {
+  idleTimeoutMs: 30 * MINUTE,
+  absoluteTimeoutMs: 12 * 60 * MINUTE,
+  storeTimeoutMs: 1000,
+  maxSizeBytes: 64 * 1024,
+  updateAttempts: 16,
+  maxSessionsPerUser: 100,
+};
+/**
+ * How long a key left by a rotation answers "rotated": longer than any request that read the
+ * old cookie can still be in flight, so such a request gets 409 instead of a new session.
+ */
+const ROTATION_MARKER_MS = 60_000;
+const REQUIRED_METHODS = ["load", "create", "apply", "increment", "compareAndSet", "rotate", "destroy", "ping"] as const;
+
+/**
+ * Sessions for one application: the store, the cookie and the timeouts. Create it once;
+ * adapters call `open()` to give each request its `Session`. Bad options throw
+ * `SessionConfigError` here, not on the first request.
+ */
+export class SessionManager {
+  readonly store: SessionStore;
+  readonly #runtime: SessionRuntime;
+  readonly #trustProxy: boolean;
+  readonly #listeners = new Set<SessionEventListener>();
+  readonly #cookieOptions: { persistent: boolean };
+
+  constructor(options: SessionManagerOptions) {
+    if (options === null || typeof options !== "object")
+      throw new SessionConfigError("SessionManager needs an options object with a store");
+    const { store } = options;
+    for (const method of REQUIRED_METHODS) {
+      if (typeof store?.[method] !== "function") {
+        throw new SessionConfigError(
+          `options.store is not a SessionStore: it has no ${method}() method; use MemoryStore, SqliteStore, RedisStore or PostgresStore`,
+        );
+      }
+    }
+    const idleTimeoutMs = positiveInteger("idleTimeoutMs", options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs);
+    const absoluteTimeoutMs = positiveInteger("absoluteTimeoutMs", options.absoluteTimeoutMs ?? DEFAULTS.absoluteTimeoutMs);
+    const touchIntervalMs = nonNegativeInteger(
+      "touchIntervalMs",
+      options.touchIntervalMs ?? Math.min(MINUTE, Math.floor(idleTimeoutMs / 10)),
+    );
+    if (touchIntervalMs >= idleTimeoutMs) {
+      throw new SessionConfigError(
+        `touchIntervalMs (${touchIntervalMs}) must be shorter than idleTimeoutMs (${idleTimeoutMs}), or sessions in use would expire`,
+      );
+    }
+    const storeTimeoutMs = positiveInteger("storeTimeoutMs", options.storeTimeoutMs ?? DEFAULTS.storeTimeoutMs);
+    const maxSessionsPerUser = options.maxSessionsPerUser ?? DEFAULTS.maxSessionsPerUser;
+    if (maxSessionsPerUser !== Number.POSITIVE_INFINITY) positiveInteger("maxSessionsPerUser", maxSessionsPerUser, "sessions");
+    if (
+      options.maxSessionsPerUser !== undefined &&
+      maxSessionsPerUser !== Number.POSITIVE_INFINITY &&
+      store.listUserSessions === undefined
+    ) {
+      throw new SessionConfigError(
+        `maxSessionsPerUser needs a store that lists a user's sessions, and the ${store.kind} store cannot: leave the option out`,
+      );
+    }
+    if (options.trustProxy !== undefined && typeof options.trustProxy !== "boolean") {
+      throw new SessionConfigError("trustProxy must be true or false");
+    }
+    this.#trustProxy = options.trustProxy ?? false;
+    const schema = options.schema;
+    if (schema !== undefined && typeof schema?.["~standard"]?.validate !== "function") {
+      throw new SessionConfigError(
+        "options.schema is not a Standard Schema (it has no ['~standard'].validate()); pass a zod, valibot or arktype schema",
+      );
+    }
+    this.store = store;
+    const listeners = this.#listeners;
+    const emit = (event: SessionEvent) => {
+      for (const listener of listeners) listener(event);
+    };
+    const cookie = new SessionCookie(resolveCookieOptions(options.cookie), validateSecrets(options.secrets));
+    this.#cookieOptions = cookie.options;
+    let insecureReported = false;
+    const call = <T>(operation: string, run: () => Promise<T>) => callWithDeadline(store.kind, operation, storeTimeoutMs, run, emit);
+    this.#runtime = {
+      store,
+      cookie,
+      idleTimeoutMs,
+      absoluteTimeoutMs,
+      touchIntervalMs,
+      maxSizeBytes: positiveInteger("maxSizeBytes", options.maxSizeBytes ?? DEFAULTS.maxSizeBytes, "bytes"),
+      updateAttempts: positiveInteger("updateAttempts", options.updateAttempts ?? DEFAULTS.updateAttempts, "attempts"),
+      rotationMarkerMs: ROTATION_MARKER_MS,
+      schema,
+      call,
+      enforceUserCap: (userId, currentKey) => this.#enforceUserCap(userId, currentKey, maxSessionsPerUser),
+      reportInsecureRequest: () => {
+        if (insecureReported) return;
+        insecureReported = true;
+        emit({
+          type: "insecure-request",
+          reason:
+            "cookie.secure is true but a request came over plain HTTP: it got no session (403). Serve HTTPS, or set trustProxy behind a TLS proxy",
+        });
+      },
+      emit,
+      now: Date.now,
+    };
+  }
+
+  /** The session of one request. Nothing is read from the store until the session is first used. */
+  open(request: RequestInfo, response: ResponseHeaders): Session {
+    const runtime = this.#runtime;
+    return new Session(runtime, runtime.cookie.read(request.cookieHeader), response, {
+      secure: request.encrypted || (this.#trustProxy && firstForwardedProto(request.forwardedProto) === "https"),
+      userAgent: request.userAgent,
+    });
+  }
+
+  /** Subscribes to session events; returns the unsubscribe function. A listener must not throw. */
+  on(listener: SessionEventListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Resolves when the store answers within the deadline; rejects with `StoreUnavailableError` otherwise. */
+  async checkHealth(): Promise<void> {
+    await this.#runtime.call("ping", () => this.store.ping());
+  }
+
+  /**
+   * The live sessions of `userId`, newest first. `current` marks the one `session` is.
+   * Needs a store that indexes users.
+   */
+  async listUserSessions(userId: string, session?: Session): Promise<UserSession[]> {
+    const currentHandle = session?.handle;
+    return (await this.#userEntries(userId))
+      .map((entry): UserSession => {
+        const info = this.#infoOf(entry);
+        return { ...info, current: info.handle === currentHandle };
+      })
+      .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
+  }
+
+  /** Ends the session of `userId` whose handle is `handle`; resolves `false` when it is not one of theirs. */
+  async revokeUserSession(userId: string, handle: string): Promise<boolean> {
+    const entry = (await this.#userEntries(userId)).find(({ key }) => handleOf(key) === handle);
+    if (entry === undefined) return false;
+    await this.#runtime.call("destroy", () => this.store.destroy(entry.key));
+    this.#runtime.emit({ type: "destroyed", handle, userId });
+    return true;
+  }
+
+  /** Ends every session of `userId` ("log out everywhere"); resolves how many there were. */
+  async revokeUserSessions(userId: string): Promise<number> {
+    const store = this.store;
+    const revoke = store.revokeUserSessions?.bind(store);
+    if (revoke === undefined) throw new SessionConfigError(`the ${store.kind} store cannot end a user's sessions`);
+    const keys = await this.#runtime.call("revokeUserSessions", () => revoke(userId, Date.now()));
+    for (const key of keys) this.#runtime.emit({ type: "destroyed", handle: handleOf(key), userId });
+    return keys.length;
+  }
+
+  /**
+   * Every live session, for admin tools: public facts only, never data or IDs. Each step of
+   * the store's scan runs under the store deadline. O(sessions in the store): never on a request path.
+   */
+  async *listSessions(): AsyncGenerator<SessionInfo> {
+    const store = this.store;
+    const scan = store.scan?.bind(store);
+    if (scan === undefined) throw new SessionConfigError(`the ${store.kind} store cannot list its sessions (no scan ability)`);
+    const iterator = scan(Date.now())[Symbol.asyncIterator]();
+    let done = false;
+    try {
+      for (;;) {
+        const step = await this.#runtime.call("scan", () => iterator.next());
+        if (step.done === true) {
+          done = true;
+          return;
+        }
+        yield this.#infoOf(step.value);
+      }
+    } finally {
+      // Stops the store's scan when the caller breaks out (or a step failed); its outcome no longer matters.
+      if (!done) iterator.return?.().catch(() => undefined);
+    }
+  }
+
+  /** The live session whose handle is `handle`, found by scanning every session (O(sessions)). */
+  async findSession(handle: string): Promise<SessionInfo | undefined> {
+    for await (const info of this.listSessions()) if (info.handle === handle) return info;
+    return undefined;
+  }
+
+  /** Ends the session whose handle is `handle`, found by scanning every session; resolves whether there was one. */
+  async revokeSession(handle: string): Promise<SessionInfo | undefined> {
+    const store = this.store;
+    const scan = store.scan?.bind(store);
+    if (scan === undefined) throw new SessionConfigError(`the ${store.kind} store cannot list its sessions (no scan ability)`);
+    for await (const entry of scan(Date.now())) {
+      if (handleOf(entry.key) !== handle) continue;
+      await this.#runtime.call("destroy", () => store.destroy(entry.key));
+      this.#runtime.emit({ type: "destroyed", handle, userId: entry.meta.userId });
+      return this.#infoOf(entry);
+    }
+    return undefined;
+  }
+
+  /** How many live sessions the store holds, or `undefined` when it cannot count. */
+  async countSessions(): Promise<number | undefined> {
+    const count = this.store.count?.bind(this.store);
+    return count === undefined ? undefined : this.#runtime.call("count", () => count(Date.now()));
+  }
+
+  /**
+   * Deletes expired records now and resolves how many, or `undefined` when the store expires
+   * records by itself (Redis, memory). Stores sweep on their own timer too; this is for admin tools.
+   */
+  async purgeExpired(): Promise<number | undefined> {
+    const purge = this.store.purgeExpired?.bind(this.store);
+    return purge === undefined ? undefined : purge(Date.now());
+  }
+
+  #infoOf({ key, meta }: UserSessionEntry): SessionInfo {
+    return infoOf(handleOf(key), meta, this.#cookieOptions.persistent);
+  }
+
+  async #userEntries(userId: string): Promise<UserSessionEntry[]> {
+    const store = this.store;
+    const list = store.listUserSessions?.bind(store);
+    if (list === undefined) throw new SessionConfigError(`the ${store.kind} store cannot list a user's sessions`);
+    return this.#runtime.call("listUserSessions", () => list(userId, Date.now()));
+  }
+
+  /**
+   * Ends the oldest sessions of `userId` beyond `cap`, never `currentKey` (the one just logged
+   * in). A failure here does not undo the login: the cap is enforced again at the next one.
+   */
+  async #enforceUserCap(userId: string, currentKey: string, cap: number): Promise<void> {
+    if (cap === Number.POSITIVE_INFINITY || this.store.listUserSessions === undefined) return;
+    try {
+      const others = (await this.#userEntries(userId)).filter(({ key }) => key !== currentKey);
+      if (others.length < cap) return;
+      others.sort((a, b) => b.meta.createdAt - a.meta.createdAt);
+      for (const { key } of others.slice(cap - 1)) {
+        await this.#runtime.call("destroy", () => this.store.destroy(key));
+        this.#runtime.emit({ type: "destroyed", handle: handleOf(key), userId, reason: "maxSessionsPerUser" });
+      }
+    } catch (error) {
+      if (!(error instanceof StoreUnavailableError)) throw error;
+    }
+  }
+}
+
+function firstForwardedProto(header: string | undefined): string | undefined {
+  return header?.split(",", 1)[0]?.trim().toLowerCase();
+}
+
+function positiveInteger(name: string, value: unknown, unit = "milliseconds"): number {
+  if (!Number.isSafeInteger(value) || (value as number) <= 0) {
+    throw new SessionConfigError(`${name} must be a positive whole number of ${unit}, got ${String(value)}`);
+  }
+  return value as number;
+}
+
+function nonNegativeInteger(name: string, value: unknown): number {
+  if (!Number.isSafeInteger(value) || (value as number) < 0) {
+    throw new SessionConfigError(`${name} must be a whole number of milliseconds >= 0, got ${String(value)}`);
+  }
+  return value as number;
+}
+
+/**
+ * Runs one store operation with a deadline. Clients' own timeouts do not cover a command
+ * already written to a stalled server, so the deadline lives here, around every call.
+ */
+function callWithDeadline<T>(
+  store: string,
+  operation: string,
+  timeoutMs: number,
+  run: () => Promise<T>,
+  emit: (event: SessionEvent) => void,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const fail = (error: unknown, timedOut: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (error instanceof SessionError && !(error instanceof StoreUnavailableError)) return reject(error);
+      const failure =
+        error instanceof StoreUnavailableError ? error : new StoreUnavailableError({ store, operation, timedOut, cause: error });
+      emit({ type: "store-error", operation, error: failure });
+      reject(failure);
+    };
+    const timer = setTimeout(() => fail(undefined, true), timeoutMs);
+    let work: Promise<T>;
+    try {
+      work = run();
+    } catch (error) {
+      return fail(error, false);
+    }
+    // A late failure, after the deadline fired, lands in `fail` and is ignored there: never unhandled.
+    work.then(
+      (value) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => fail(error, false),
+    );
+  });
+}
