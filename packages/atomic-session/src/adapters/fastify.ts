@@ -2,8 +2,8 @@ import type { FastifyPluginCallback, FastifyReply } from "fastify";
 import fp from "fastify-plugin";
 import { SessionConfigError } from "../core/errors.js";
 import type { SessionManager } from "../core/manager.js";
-import type { ResponseHeaders, Session } from "../core/session.js";
-import { requestInfoOf, varyWithCookie } from "./http.js";
+import type { Session } from "../core/session.js";
+import { cookieList, headerText, requestInfoOf, type SessionHeaders, sessionHeaders, varyWithCookie } from "./http.js";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -18,41 +18,22 @@ export interface SessionPluginOptions {
   manager: SessionManager;
 }
 
+/** Each reply's session headers, put on in `onSend`, which every reply Fastify sends goes through (an error reply included). */
+const pending = new WeakMap<FastifyReply, SessionHeaders>();
+
 /**
- * How the core sets headers on a Fastify reply: the session's cookie replaces one it set
- * earlier in the request (the application's own cookies stay: `reply.header("set-cookie")`
- * appends), and travels with `Cache-Control: no-store` and `Vary: Cookie`. Fastify holds the
- * headers until it sends the reply, so nothing here touches the raw response.
+ * Puts the session's headers on a reply about to be sent: its cookie beside the application's
+ * (`reply.header("set-cookie")` appends) with `Cache-Control: no-store`, and `Cookie` added to
+ * the `Vary` the application set. Doing it here, not when the session writes, means nothing
+ * the handler does to its own headers afterwards can drop or undo it.
  */
-function replyHeadersOf(reply: FastifyReply): ResponseHeaders {
-  let sent: string | undefined;
-  const replaceSessionCookie = (value: string | undefined) => {
-    const current = reply.getHeader("set-cookie");
-    const list = current === undefined ? [] : Array.isArray(current) ? current.map(String) : [String(current)];
-    const next = list.filter((cookie) => cookie !== sent);
-    if (value !== undefined) next.push(value);
-    // reply.header() appends to an existing Set-Cookie, so clear it first to replace ours.
-    reply.removeHeader("set-cookie");
-    if (next.length > 0) reply.header("set-cookie", next);
-    sent = value;
-  };
-  const vary = () => {
-    const current = reply.getHeader("vary");
-    reply.header("vary", varyWithCookie(current === undefined ? undefined : String(current)));
-  };
-  return {
-    setCookie(value) {
-      replaceSessionCookie(value);
-      reply.header("cache-control", "no-store");
-      vary();
-    },
-    withdrawCookie() {
-      if (sent !== undefined && !reply.raw.headersSent) replaceSessionCookie(undefined);
-    },
-    varyOnCookie: vary,
-    // reply.sent covers a hijacked reply, whose headers Fastify no longer controls.
-    headersSent: () => reply.sent || reply.raw.headersSent,
-  };
+function putSessionHeaders(reply: FastifyReply, session: SessionHeaders): void {
+  if (session.cookies.length > 0) {
+    const present = cookieList(reply.getHeader("set-cookie"));
+    for (const cookie of session.cookies) if (!present.includes(cookie)) reply.header("set-cookie", cookie);
+    reply.header("cache-control", "no-store");
+  }
+  if (session.varies) reply.header("vary", varyWithCookie(headerText(reply.getHeader("vary"))));
 }
 
 const plugin: FastifyPluginCallback<SessionPluginOptions> = (fastify, options, done) => {
@@ -69,8 +50,16 @@ const plugin: FastifyPluginCallback<SessionPluginOptions> = (fastify, options, d
   // request has the same shape, and fill it in from onRequest. (No dependencies: the [].)
   fastify.decorateRequest("session", null, []);
   fastify.addHook("onRequest", function openSession(request, reply, hookDone) {
-    request.session = manager.open(requestInfoOf(request.raw), replyHeadersOf(reply));
+    // reply.sent covers a hijacked reply, whose headers Fastify no longer controls.
+    const headers = sessionHeaders(() => reply.sent || reply.raw.headersSent);
+    pending.set(reply, headers);
+    request.session = manager.open(requestInfoOf(request.raw), headers);
     hookDone();
+  });
+  fastify.addHook("onSend", function sendSessionHeaders(_request, reply, payload, hookDone) {
+    const headers = pending.get(reply);
+    if (headers !== undefined) putSessionHeaders(reply, headers);
+    hookDone(null, payload);
   });
   done();
 };

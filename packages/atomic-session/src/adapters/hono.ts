@@ -1,7 +1,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { RequestInfo, SessionManager } from "../core/manager.js";
-import type { ResponseHeaders, Session } from "../core/session.js";
-import { sessionErrorAnswer, varyWithCookie } from "./http.js";
+import type { Session } from "../core/session.js";
+import { type SessionHeaders, sessionErrorAnswer, sessionHeaders, varyWithCookie } from "./http.js";
 
 declare module "hono" {
   interface ContextVariableMap {
@@ -32,43 +32,27 @@ function requestInfoOf(c: Context): RequestInfo {
 }
 
 /**
- * How the core sets headers in Hono: the session's latest cookie is kept aside and put on the
- * handler's response once it exists (`flush`), so a cookie set earlier in the request is
- * replaced rather than sent twice, a handler that answers with a plain `Response` still
- * carries it, and an error response never does.
+ * Puts the session's headers on the response the handler produced (a plain `Response`
+ * included): its cookie beside the application's with `Cache-Control: no-store`, and `Cookie`
+ * added to the response's `Vary`. Done once the handler has answered, so a cookie set earlier
+ * in the request was replaced rather than sent twice, and nothing the handler did to its own
+ * headers can drop or undo it.
  */
-function deferredResponseHeaders(): ResponseHeaders & { flush(c: Context): void } {
-  let cookie: string | undefined;
-  let vary = false;
-  let flushed = false;
-  return {
-    setCookie(value) {
-      cookie = value;
-      vary = true;
-    },
-    withdrawCookie() {
-      cookie = undefined;
-    },
-    varyOnCookie() {
-      vary = true;
-    },
-    headersSent: () => flushed,
-    flush(c) {
-      flushed = true;
-      if (vary) c.header("Vary", varyWithCookie(c.res.headers.get("Vary") ?? undefined));
-      if (cookie === undefined) return;
-      c.header("Set-Cookie", cookie, { append: true });
-      c.header("Cache-Control", "no-store");
-    },
-  };
+function putSessionHeaders(c: Context, session: SessionHeaders): void {
+  if (session.cookies.length > 0) {
+    for (const cookie of session.cookies) c.header("Set-Cookie", cookie, { append: true });
+    c.header("Cache-Control", "no-store");
+  }
+  if (session.varies) c.header("Vary", varyWithCookie(c.res.headers.get("Vary") ?? undefined));
 }
 
 /**
  * The Hono adapter: puts the request's session at `c.get("session")` (and `c.var.session`).
  * Every write is awaited inside the handler; the session's cookie goes on the handler's
  * response. A session error that carries a status (a store failure: 503 with `Retry-After`;
- * a race with a login: 409) is answered with that status, the same JSON body as every other
- * adapter, and no session cookie. Works on any runtime; on `@hono/node-server` the socket
+ * a race with a login: 409; a `Secure` cookie over plain HTTP: 403) is answered with that
+ * status and the same JSON body as every other adapter; a store failure or a race with a
+ * login hands out no session cookie. Works on any runtime; on `@hono/node-server` the socket
  * tells whether the request came over TLS.
  *
  * ```ts
@@ -78,15 +62,14 @@ function deferredResponseHeaders(): ResponseHeaders & { flush(c: Context): void 
  */
 export function sessionMiddleware(manager: SessionManager): MiddlewareHandler<SessionEnv> {
   return async function session(c, next) {
-    const headers = deferredResponseHeaders();
+    let answered = false;
+    const headers = sessionHeaders(() => answered);
     c.set("session", manager.open(requestInfoOf(c), headers));
     await next();
+    answered = true;
     // Hono has already turned a handler's error into c.res (app.onError): a session error gets its own answer.
     const answer = c.error === undefined ? undefined : sessionErrorAnswer(c.error);
-    if (answer !== undefined) {
-      c.res = new Response(answer.body, { status: answer.status, headers: answer.headers });
-      return;
-    }
-    headers.flush(c);
+    if (answer !== undefined) c.res = new Response(answer.body, { status: answer.status, headers: answer.headers });
+    putSessionHeaders(c, headers);
   };
 }

@@ -10,7 +10,7 @@ export interface WithSessionsOptions {
   /**
    * Called with errors the handler threw that are not the session's own (those become their
    * HTTP status: a store failure 503, a race with a login 409). The response has already been
-   * answered 500 when the headers were still unsent. Default: `console.error`.
+   * answered 500 (or, when its headers had gone out, cut off). Default: `console.error`.
    */
   onError?: (error: unknown, req: IncomingMessage) => void;
 }
@@ -19,7 +19,9 @@ export interface WithSessionsOptions {
  * The node:http adapter: wraps a request handler so that it receives the request's session.
  * Session errors become their status (a store failure `503` with `Retry-After`, and no
  * session cookie); anything else `500`. Every write is awaited inside the handler, so nothing
- * happens after it answers.
+ * happens after it answers. The session's cookie, `Cache-Control: no-store` and `Vary: Cookie`
+ * go on when the headers are written, beside the handler's own (`res.setHeader("Set-Cookie", …)`
+ * or `res.writeHead(200, { "Set-Cookie": … })` cannot drop the session's cookie).
  *
  * ```ts
  * const manager = new SessionManager({ store: new SqliteStore() });
@@ -41,22 +43,21 @@ export function withSessions(
       await handler(req, res, manager.open(requestInfoOf(req), headers));
     } catch (error) {
       const answer = sessionErrorAnswer(error);
-      if (answer === undefined) onError(error, req);
       if (res.headersSent) {
         res.destroy();
-        return;
+      } else {
+        // Headers the handler set for its own body do not describe this one (as Express's finalhandler does).
+        for (const name of res.getHeaderNames()) if (name.startsWith("content-")) res.removeHeader(name);
+        const { status, headers: answerHeaders, body } = answer ?? INTERNAL_ERROR;
+        res.writeHead(status, answerHeaders).end(body);
       }
-      headers.withdrawCookie();
-      const {
-        status,
-        headers: answerHeaders,
-        body,
-      } = answer ?? {
-        status: 500,
-        headers: { "Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store" },
-        body: `${JSON.stringify({ error: "internal error" })}\n`,
-      };
-      res.writeHead(status, answerHeaders).end(body);
+      if (answer === undefined) onError(error, req);
     }
   };
 }
+
+const INTERNAL_ERROR = {
+  status: 500,
+  headers: { "Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store" },
+  body: `${JSON.stringify({ error: "internal error" })}\n`,
+};

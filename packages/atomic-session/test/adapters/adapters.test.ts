@@ -1,4 +1,4 @@
-import { createServer, type Server } from "node:http";
+import { createServer, type OutgoingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { sessionMiddleware as expressSessions } from "atomic-session/express";
@@ -6,10 +6,19 @@ import { sessionPlugin } from "atomic-session/fastify";
 import { sessionMiddleware as honoSessions } from "atomic-session/hono";
 import { withSessions } from "atomic-session/node";
 import express from "express";
+import express4 from "express4";
 import Fastify from "fastify";
-import { Hono } from "hono";
-import { afterAll, beforeAll, describe, it } from "vitest";
-import { type RunningApp, type ScenarioApps, type StartApp, scenarios, startScenarioApps } from "./scenarios.js";
+import { type Context, Hono } from "hono";
+import { beforeAll, describe, expect, it, vi } from "vitest";
+import {
+  type AppHeaders,
+  type RunningApp,
+  type ScenarioApps,
+  type ScenarioRoute,
+  type StartApp,
+  scenarios,
+  startScenarioApps,
+} from "./scenarios.js";
 
 /** Listens on a free port of 127.0.0.1. */
 async function listening(server: Server): Promise<RunningApp> {
@@ -29,6 +38,14 @@ function runningApp(server: Server): RunningApp {
   };
 }
 
+const TEXT = "text/plain; charset=utf-8";
+
+/** The app's own headers a route sets at `when`, or none. */
+function appHeadersAt(route: ScenarioRoute, when: AppHeaders["when"]): OutgoingHttpHeaders {
+  return route.appHeaders?.when === when ? (route.appHeaders.headers as OutgoingHttpHeaders) : NONE;
+}
+const NONE: OutgoingHttpHeaders = Object.freeze({});
+
 const startNode: StartApp = (manager, routes) =>
   listening(
     createServer(
@@ -38,20 +55,64 @@ const startNode: StartApp = (manager, routes) =>
           res.writeHead(404).end();
           return;
         }
-        if (route.appCookie !== undefined) res.setHeader("Set-Cookie", route.appCookie);
+        for (const [name, value] of Object.entries(appHeadersAt(route, "before"))) res.setHeader(name, value as string | string[]);
         const body = await route.run(session);
-        res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8" }).end(body);
+        for (const [name, value] of Object.entries(appHeadersAt(route, "after"))) res.setHeader(name, value as string | string[]);
+        // The route's own object, shared by every request: the adapter must not write into it.
+        res.setHeader("Content-Type", TEXT);
+        res.writeHead(200, appHeadersAt(route, "response")).end(body);
       }),
     ),
   );
 
-const startExpress: StartApp = (manager, routes) => {
-  const app = express();
+/**
+ * An Express app (4 or 5) created as with NODE_ENV unset, so that its error handler answers
+ * with the development page, which prints the error's stack.
+ */
+function expressApp<App extends { get(setting: string): unknown }>(create: () => App): App {
+  const saved = process.env.NODE_ENV;
+  delete process.env.NODE_ENV;
+  try {
+    const app = create();
+    expect(app.get("env")).toBe("development");
+    return app;
+  } finally {
+    process.env.NODE_ENV = saved;
+  }
+}
+
+/** The handler of one route, in Express's idiom (the same in 4 and 5). */
+function expressHandler(route: ScenarioRoute) {
+  return async (req: express.Request, res: express.Response) => {
+    res.set(appHeadersAt(route, "before"));
+    const body = await route.run(req.session);
+    res.set(appHeadersAt(route, "after"));
+    const given = appHeadersAt(route, "response");
+    if (Object.keys(given).length > 0) {
+      // The route's own object, shared by every request: the adapter must not write into it.
+      res.setHeader("Content-Type", TEXT);
+      res.writeHead(200, given).end(body);
+      return;
+    }
+    res.type("text/plain").send(body);
+  };
+}
+
+const startExpress5: StartApp = (manager, routes) => {
+  const app = expressApp(() => express());
+  app.use(expressSessions(manager));
+  for (const route of routes) app[route.method === "GET" ? "get" : "post"](route.path, expressHandler(route));
+  return listening(createServer(app));
+};
+
+// Express 4 does not forward an async handler's rejection: the handler passes it to next().
+const startExpress4: StartApp = (manager, routes) => {
+  const app = expressApp(() => express4());
   app.use(expressSessions(manager));
   for (const route of routes) {
-    app[route.method === "GET" ? "get" : "post"](route.path, async (req, res) => {
-      if (route.appCookie !== undefined) res.append("Set-Cookie", route.appCookie);
-      res.type("text/plain").send(await route.run(req.session));
+    const handle = expressHandler(route);
+    app[route.method === "GET" ? "get" : "post"](route.path, (req, res, next) => {
+      handle(req, res).catch(next);
     });
   }
   return listening(createServer(app));
@@ -65,9 +126,11 @@ const startFastify: StartApp = async (manager, routes) => {
       method: route.method,
       url: route.path,
       handler: async (request, reply) => {
-        if (route.appCookie !== undefined) reply.header("set-cookie", route.appCookie);
-        reply.type("text/plain; charset=utf-8");
-        return route.run(request.session);
+        reply.headers(appHeadersAt(route, "before"));
+        const body = await route.run(request.session);
+        reply.headers({ ...appHeadersAt(route, "after"), ...appHeadersAt(route, "response") });
+        reply.type(TEXT);
+        return body;
       },
     });
   }
@@ -75,12 +138,34 @@ const startFastify: StartApp = async (manager, routes) => {
   return { url: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`, close: () => app.close() };
 };
 
+/** Headers as a Fetch `Headers`: a list value gives one header line each. */
+function fetchHeaders(given: OutgoingHttpHeaders): Headers {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(given)) {
+    for (const one of Array.isArray(value) ? value : [String(value)]) headers.append(name, one);
+  }
+  return headers;
+}
+
+/** Sets (replacing) headers on a Hono context. */
+function setHonoHeaders(c: Context, given: OutgoingHttpHeaders): void {
+  for (const [name, value] of Object.entries(given)) {
+    c.header(name, undefined);
+    for (const one of Array.isArray(value) ? value : [String(value)]) c.header(name, one, { append: true });
+  }
+}
+
 const startHono: StartApp = async (manager, routes) => {
   const app = new Hono().use(honoSessions(manager));
   for (const route of routes) {
     app.on(route.method, route.path, async (c) => {
-      if (route.appCookie !== undefined) c.header("Set-Cookie", route.appCookie, { append: true });
-      return c.text(await route.run(c.var.session));
+      setHonoHeaders(c, appHeadersAt(route, "before"));
+      const body = await route.run(c.var.session);
+      setHonoHeaders(c, appHeadersAt(route, "after"));
+      const given = appHeadersAt(route, "response");
+      // A plain Response, as a handler may answer.
+      if (Object.keys(given).length > 0) return new Response(body, { headers: fetchHeaders({ "Content-Type": TEXT, ...given }) });
+      return c.text(body);
     });
   }
   const server = await new Promise<Server>((resolve) => {
@@ -91,7 +176,8 @@ const startHono: StartApp = async (manager, routes) => {
 
 const adapters: [name: string, start: StartApp][] = [
   ["node:http", startNode],
-  ["Express 5", startExpress],
+  ["Express 4", startExpress4],
+  ["Express 5", startExpress5],
   ["Fastify 5", startFastify],
   ["Hono on @hono/node-server", startHono],
 ];
@@ -100,9 +186,14 @@ for (const [name, start] of adapters) {
   describe(name, () => {
     let apps: ScenarioApps & { close(): Promise<void> };
     beforeAll(async () => {
+      // Express (outside NODE_ENV=test) and Hono log every error they answer; the scenarios look at the answers.
+      const quiet = vi.spyOn(console, "error").mockImplementation(() => {});
       apps = await startScenarioApps(start);
+      return async () => {
+        await apps?.close();
+        quiet.mockRestore();
+      };
     });
-    afterAll(() => apps?.close());
     for (const scenario of scenarios) it(scenario.name, () => scenario.run(apps));
   });
 }

@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
-import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 
@@ -7,19 +8,45 @@ const run = promisify(execFile);
 const root = fileURLToPath(new URL("../../", import.meta.url));
 const hooks = new URL("./refuse-optional-peers.mjs", import.meta.url).href;
 
+/** Every framework, driver and tool atomic-session can work with: each is an optional peer (fastify-plugin comes with the Fastify adapter). */
+const PEERS = [
+  "express",
+  "fastify",
+  "fastify-plugin",
+  "hono",
+  "@hono/node-server",
+  "redis",
+  "@redis/",
+  "ioredis",
+  "better-sqlite3",
+  "pg",
+  "prom-client",
+  "vitest",
+  "@vitest/",
+] as const;
+
+/** A node_modules path of one of `peers`, as it appears in the CommonJS module cache. */
+function cachePattern(peers: readonly string[]): RegExp {
+  const names = peers.map((peer) => peer.replace(/\/$/, "[^\\\\/]+").replace(/\//g, "[\\\\/]"));
+  return new RegExp(`[\\\\/]node_modules[\\\\/](${names.join("|")})[\\\\/]`);
+}
+
 /**
- * Imports one compiled module in a fresh node process where resolving a framework or an
- * optional peer throws (ESM imports, through the hooks) and where none may sit in the
- * CommonJS module cache afterwards (require() calls, which Node 20 hooks do not see).
- * Resolves the child's verdict: "clean", or what it reported.
+ * Imports `specifier` (by package name, as an application does) in a fresh node process where
+ * resolving any peer but `allowed` throws (ESM imports, through the hooks) and where none may sit
+ * in the CommonJS module cache afterwards (require() calls, which Node 20's hooks do not see),
+ * then runs `then` (code that may use the module as `imported`). Resolves the child's verdict:
+ * "clean", or what it reported.
  */
-async function importAlone(modulePath: string): Promise<string> {
-  const register = `import { register } from "node:module"; register(${JSON.stringify(hooks)});`;
+async function importAlone(specifier: string, allowed: readonly string[] = [], then = ""): Promise<string> {
+  const refused = PEERS.filter((peer) => !allowed.includes(peer));
+  const register = `import { register } from "node:module"; register(${JSON.stringify(hooks)}, { data: { refused: ${JSON.stringify(refused)} } });`;
   const check = `
-    await import(${JSON.stringify(new URL(modulePath, `file://${root}`).href)});
+    const imported = await import(${JSON.stringify(specifier)});
+    ${then}
     const { createRequire } = await import("node:module");
     const cached = Object.keys(createRequire(process.cwd() + "/").cache);
-    const peers = cached.filter((path) => /[\\\\/]node_modules[\\\\/](express|fastify|fastify-plugin|hono|@hono[\\\\/]node-server|ioredis)[\\\\/]/.test(path));
+    const peers = cached.filter((path) => ${cachePattern(refused)}.test(path));
     console.log(peers.length === 0 ? "clean" : "required: " + peers.join(", "));
   `;
   const argv = ["--import", `data:text/javascript,${encodeURIComponent(register)}`, "--input-type=module", "-e", check];
@@ -31,20 +58,49 @@ async function importAlone(modulePath: string): Promise<string> {
   }
 }
 
-describe("frameworks are optional peer dependencies", () => {
-  it.each(["dist/src/index.js", "dist/src/stores/memory.js", "dist/src/stores/redis/index.js", "dist/src/adapters/node.js"])(
-    "importing %s loads none of express, fastify, hono, @hono/node-server, ioredis",
-    async (modulePath) => {
-      expect(await importAlone(modulePath)).toBe("clean");
-    },
-  );
-
-  // The Express adapter needs express only for types; these show that both checks catch a load.
+describe("each public subpath loads only its own driver or framework", () => {
   it.each([
-    ["dist/src/adapters/fastify.js", "fastify-plugin was imported"],
-    ["dist/src/adapters/hono.js", "hono was imported"],
-    ["node_modules/express/index.js", "required: "],
-  ])("the check has teeth: importing %s is reported (%s)", async (modulePath, verdict) => {
-    expect(await importAlone(modulePath)).toContain(verdict);
+    ["atomic-session", []],
+    ["atomic-session/stores/memory", []],
+    ["atomic-session/stores/redis", []],
+    ["atomic-session/stores/sqlite", ["better-sqlite3"]],
+    ["atomic-session/stores/postgres", ["pg"]],
+    ["atomic-session/express-session", []],
+    ["atomic-session/node", []],
+    ["atomic-session/express", ["express"]],
+    ["atomic-session/fastify", ["fastify", "fastify-plugin"]],
+    ["atomic-session/hono", ["hono"]],
+    ["atomic-session/env", []],
+    ["atomic-session/testing", ["vitest", "@vitest/"]],
+    ["atomic-session/metrics", ["prom-client"]],
+  ] as const)("%s loads none of the other peers (allowed: %j)", async (specifier, allowed) => {
+    expect(await importAlone(specifier, allowed)).toBe("clean");
+  });
+});
+
+describe("the check has teeth", () => {
+  // (The Express and Hono adapters use their framework only for types: they load nothing.)
+  it.each([
+    ["atomic-session/fastify", "fastify-plugin was imported"],
+    ["atomic-session/stores/sqlite", "better-sqlite3 was imported"],
+    ["atomic-session/metrics", "prom-client was imported"],
+    ["atomic-session/testing", "vitest was imported"],
+  ])("importing %s with its own peer refused is reported (%s)", async (specifier, verdict) => {
+    expect(await importAlone(specifier)).toContain(verdict);
+  });
+
+  it("a CommonJS require() of a peer, which the hooks do not see, is caught in the module cache", async () => {
+    // By file path, so that the hooks let it through and only express's own require() calls load it.
+    const expressFile = pathToFileURL(createRequire(import.meta.url).resolve("express")).href;
+    expect(await importAlone(expressFile)).toMatch(/^required: .*[\\/]node_modules[\\/]express[\\/]/);
+  });
+
+  it("the Redis store loads redis once a url is used", async () => {
+    const useUrl = `
+      const store = new imported.RedisStore({ url: "redis://127.0.0.1:9/0" });
+      console.log(await store.ping().then(() => "answered", (error) => String(error?.message)));
+      await store.dispose?.().catch(() => undefined);
+    `;
+    expect(await importAlone("atomic-session/stores/redis", [], useUrl)).toContain("redis was imported");
   });
 });
