@@ -7,6 +7,13 @@
  * each loading only its own driver or framework.
  * @module
  */
+export type {
+  LegacyCookieReading,
+  LegacyLoadResult,
+  LegacySession,
+  LegacySessionSource,
+  LegacyTakeResult,
+} from "./core/adoption.js";
 export type { CookieOptions } from "./core/cookie.js";
 export {
   InsecureRequestError,

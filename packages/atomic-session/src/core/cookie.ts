@@ -49,9 +49,8 @@ export interface ResolvedCookieOptions {
 
 const MIN_SECRET_LENGTH = 32;
 const COOKIE_NAME_PATTERN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** RFC 6265 path-value: any CHAR except CTLs and ";". */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused.
-const PATH_PATTERN = /^\/[^\u0000-\u001f\u007f;]*$/;
+/** RFC 6265 path-value (printable ASCII but ";"), less "<", which the `cookie` package's serialize() also refuses. */
+const PATH_PATTERN = /^\/[\u0020-\u003a\u003d-\u007e]*$/;
 /** A host name, optionally with a leading dot (RFC 6265 domain-value). */
 const DOMAIN_PATTERN = /^\.?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 /** Most cookies of our name read from one header: each candidate costs a store lookup. */
@@ -77,7 +76,7 @@ export function resolveCookieOptions(options: CookieOptions = {}): ResolvedCooki
     fail(`cookie.name ${JSON.stringify(resolved.name)} is not a valid cookie name: use letters, digits and !#$%&'*+-.^_\`|~`);
   }
   if (typeof resolved.path !== "string" || !PATH_PATTERN.test(resolved.path)) {
-    fail(`cookie.path ${JSON.stringify(resolved.path)} must start with "/" and hold no ";" or control characters`);
+    fail(`cookie.path ${JSON.stringify(resolved.path)} must start with "/" and hold only printable ASCII other than ";" and "<"`);
   }
   if (resolved.domain !== undefined && (typeof resolved.domain !== "string" || !DOMAIN_PATTERN.test(resolved.domain))) {
     fail(
@@ -162,6 +161,7 @@ export class SessionCookie {
   readonly #signingSecret: string | undefined;
   /** The serialized attributes, computed once per `Secure` choice: every issued cookie shares them. */
   readonly #attributes = new Map<boolean, string>();
+  #lastDate = { second: Number.NaN, text: "" };
 
   constructor(
     readonly options: ResolvedCookieOptions,
@@ -221,8 +221,15 @@ export class SessionCookie {
   issue(id: string, expiresAt: number | undefined, secure: boolean): string {
     const secret = this.#signingSecret;
     const value = secret === undefined ? id : `${id}.${sign(id, secret).toString("base64url")}`;
-    const expires = expiresAt === undefined ? "" : `; Expires=${new Date(expiresAt).toUTCString()}`;
+    const expires = expiresAt === undefined ? "" : `; Expires=${this.#httpDate(expiresAt)}`;
     return `${this.options.name}=${value}${expires}${this.#attributesFor(secure)}`;
+  }
+
+  /** An HTTP date, to the second; the last one is kept (sessions created in the same second share it). */
+  #httpDate(at: number): string {
+    const second = Math.floor(at / 1000);
+    if (second !== this.#lastDate.second) this.#lastDate = { second, text: new Date(second * 1000).toUTCString() };
+    return this.#lastDate.text;
   }
 
   /** The `Set-Cookie` value that removes the cookie from the client. */

@@ -39,6 +39,9 @@ export class StoreUnavailableError extends SessionError {
     this.operation = options.operation;
     this.timedOut = options.timedOut;
     this.headers = { "Retry-After": String(options.retryAfterSeconds ?? 1) };
+    // Development error pages (Express's) print the stack: its frames would name the operation.
+    // Where it failed is in `cause` (with its own stack) and `detail`.
+    this.stack = `${this.name}: ${this.message}`;
   }
 
   /** One line for logs: which store, which operation, and what went wrong (the innermost cause). */

@@ -19,6 +19,10 @@ export type SessionEvent =
   /** A store call failed or missed the deadline (the request gets 503). */
   | { type: "store-error"; operation: string; error: StoreUnavailableError }
   /** Once per manager: a plain-HTTP request could not get the `Secure` cookie `cookie.secure: true` demands. */
-  | { type: "insecure-request"; reason: string };
+  | { type: "insecure-request"; reason: string }
+  /** A legacy session (the manager's `adopt` option) became the session `handle`; a `created` event comes with it. */
+  | { type: "adopted"; handle: string; userId: string | undefined; source: string }
+  /** A legacy session could not become one of ours (a key, value, size or schema the manager refuses); it was left as it was. */
+  | { type: "adoption-refused"; source: string; reason: string };
 
 export type SessionEventListener = (event: SessionEvent) => void;

@@ -1,4 +1,5 @@
 import type { StandardSchemaV1 } from "@standard-schema/spec";
+import type { LegacySessionSource } from "./adoption.js";
 import { type CookieOptions, resolveCookieOptions, SessionCookie, validateSecrets } from "./cookie.js";
 import { SessionConfigError, SessionError, StoreUnavailableError } from "./errors.js";
 import type { SessionEvent, SessionEventListener } from "./events.js";
@@ -41,6 +42,14 @@ export interface SessionManagerOptions {
    * Default: none.
    */
   schema?: StandardSchemaV1;
+  /**
+   * Moving from another session library without logging anyone out: a request with no valid
+   * cookie of ours but a valid legacy cookie whose record exists gets that session, once,
+   * under a new ID, and the legacy record dies. For express-session + connect-redis:
+   * `expressSessionAdoption({ client, secrets })` from `atomic-session/express-session`.
+   * Remove it once the legacy sessions have expired. Default: none.
+   */
+  adopt?: LegacySessionSource;
 }
 
 /** What an adapter knows about the request. */
@@ -131,6 +140,14 @@ export class SessionManager {
         "options.schema is not a Standard Schema (it has no ['~standard'].validate()); pass a zod, valibot or arktype schema",
       );
     }
+    const adopt = options.adopt;
+    for (const method of ["readCookie", "load", "take", "clearCookie"] as const) {
+      if (adopt !== undefined && typeof adopt?.[method] !== "function") {
+        throw new SessionConfigError(
+          `options.adopt is not a legacy session source (it has no ${method}() method): use expressSessionAdoption() from "atomic-session/express-session"`,
+        );
+      }
+    }
     this.store = store;
     const listeners = this.#listeners;
     const emit = (event: SessionEvent) => {
@@ -139,7 +156,9 @@ export class SessionManager {
     const cookie = new SessionCookie(resolveCookieOptions(options.cookie), validateSecrets(options.secrets));
     this.#cookieOptions = cookie.options;
     let insecureReported = false;
-    const call = <T>(operation: string, run: () => Promise<T>) => callWithDeadline(store.kind, operation, storeTimeoutMs, run, emit);
+    const deadlines = new Deadlines();
+    const call = <T>(operation: string, run: () => Promise<T>) =>
+      callWithDeadline(deadlines, store.kind, operation, storeTimeoutMs, run, emit);
     this.#runtime = {
       store,
       cookie,
@@ -150,6 +169,7 @@ export class SessionManager {
       updateAttempts: positiveInteger("updateAttempts", options.updateAttempts ?? DEFAULTS.updateAttempts, "attempts"),
       rotationMarkerMs: ROTATION_MARKER_MS,
       schema,
+      adopt,
       call,
       enforceUserCap: (userId, currentKey) => this.#enforceUserCap(userId, currentKey, maxSessionsPerUser),
       reportInsecureRequest: () => {
@@ -172,6 +192,7 @@ export class SessionManager {
     return new Session(runtime, runtime.cookie.read(request.cookieHeader), response, {
       secure: request.encrypted || (this.#trustProxy && firstForwardedProto(request.forwardedProto) === "https"),
       userAgent: request.userAgent,
+      cookieHeader: request.cookieHeader,
     });
   }
 
@@ -328,11 +349,75 @@ function nonNegativeInteger(name: string, value: unknown): number {
   return value as number;
 }
 
+/** A store call waiting for its answer or its deadline. */
+interface PendingCall {
+  readonly deadline: number;
+  settled: boolean;
+  expire(): void;
+}
+
+/** How late a deadline may fire: the price of one timer for every call in flight instead of one per call. */
+const DEADLINE_GRANULARITY_MS = 10;
+
+/**
+ * The deadlines of one manager's store calls. Every call has the same timeout, so deadlines
+ * (on the monotonic clock) come in the order calls start: a queue, checked by one timer that fires at most every
+ * {@link DEADLINE_GRANULARITY_MS}, replaces a timer per call (setting and clearing one was a
+ * measurable share of a request's CPU). Settled calls stay in the queue until their deadline
+ * passes, marked; the timer stops when no call is in flight.
+ */
+class Deadlines {
+  readonly #queue: PendingCall[] = [];
+  #head = 0;
+  #inFlight = 0;
+  #timer: NodeJS.Timeout | undefined;
+
+  add(call: PendingCall): void {
+    this.#queue.push(call);
+    this.#inFlight++;
+    if (this.#timer === undefined) this.#arm(call.deadline);
+  }
+
+  settled(call: PendingCall): void {
+    call.settled = true;
+    if (--this.#inFlight === 0 && this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#queue.length = 0;
+      this.#head = 0;
+    }
+  }
+
+  #arm(deadline: number): void {
+    this.#timer = setTimeout(() => this.#fire(), Math.max(deadline - performance.now(), DEADLINE_GRANULARITY_MS));
+  }
+
+  #fire(): void {
+    this.#timer = undefined;
+    const now = performance.now();
+    const queue = this.#queue;
+    while (this.#head < queue.length) {
+      const call = queue[this.#head] as PendingCall;
+      if (!call.settled && call.deadline > now) break;
+      this.#head++;
+      if (!call.settled) call.expire();
+    }
+    // Drop the expired front once it outweighs the rest, so the queue does not grow for ever.
+    if (this.#head > 1024 && this.#head * 2 > queue.length) {
+      queue.splice(0, this.#head);
+      this.#head = 0;
+    }
+    const next = queue[this.#head];
+    if (next !== undefined && this.#inFlight > 0) this.#arm(next.deadline);
+  }
+}
+
 /**
  * Runs one store operation with a deadline. Clients' own timeouts do not cover a command
  * already written to a stalled server, so the deadline lives here, around every call.
  */
 function callWithDeadline<T>(
+  deadlines: Deadlines,
   store: string,
   operation: string,
   timeoutMs: number,
@@ -340,18 +425,17 @@ function callWithDeadline<T>(
   emit: (event: SessionEvent) => void,
 ): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    let settled = false;
     const fail = (error: unknown, timedOut: boolean) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
+      if (pending.settled) return;
+      deadlines.settled(pending);
       if (error instanceof SessionError && !(error instanceof StoreUnavailableError)) return reject(error);
       const failure =
         error instanceof StoreUnavailableError ? error : new StoreUnavailableError({ store, operation, timedOut, cause: error });
       emit({ type: "store-error", operation, error: failure });
       reject(failure);
     };
-    const timer = setTimeout(() => fail(undefined, true), timeoutMs);
+    const pending: PendingCall = { deadline: performance.now() + timeoutMs, settled: false, expire: () => fail(undefined, true) };
+    deadlines.add(pending);
     let work: Promise<T>;
     try {
       work = run();
@@ -361,9 +445,8 @@ function callWithDeadline<T>(
     // A late failure, after the deadline fired, lands in `fail` and is ignored there: never unhandled.
     work.then(
       (value) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
+        if (pending.settled) return;
+        deadlines.settled(pending);
         resolve(value);
       },
       (error: unknown) => fail(error, false),

@@ -1,4 +1,5 @@
 import type { StandardSchemaV1 } from "@standard-schema/spec";
+import { adoptLegacySession, type LegacySession, type LegacySessionSource } from "./adoption.js";
 import type { CookieReading, SessionCookie } from "./cookie.js";
 import {
   InsecureRequestError,
@@ -104,6 +105,13 @@ export interface ResponseHeaders {
   setCookie(value: string): void;
   /** Takes the session's `Set-Cookie` back off a response that is about to report a failure (a 503 or 409 hands out no session). */
   withdrawCookie(): void;
+  /**
+   * Puts `value` on the response as one more `Set-Cookie`, beside the session's and the
+   * application's (clearing a legacy session's cookie, see the `adopt` option), with
+   * `Cache-Control: no-store` and `Vary: Cookie`. Never replaced nor withdrawn. Every adapter
+   * shipped has it; without it, the dead legacy cookie stays in the browser until it expires.
+   */
+  appendCookie?(value: string): void;
   /** Marks the response as depending on the cookie (`Vary: Cookie`): the handler used its session. */
   varyOnCookie(): void;
   /** Whether the response headers are already on their way to the client. */
@@ -123,6 +131,8 @@ export interface SessionRuntime {
   readonly rotationMarkerMs: number;
   /** Checks data loaded from the store; data it rejects counts as a corrupted record. */
   readonly schema: StandardSchemaV1 | undefined;
+  /** Where sessions of the library used before come from (the `adopt` option), if anywhere. */
+  readonly adopt: LegacySessionSource | undefined;
   /** Runs a store operation under the store deadline, turning failures into `StoreUnavailableError`. */
   call<T>(operation: string, run: () => Promise<T>): Promise<T>;
   /** After a login: ends the user's oldest sessions beyond the cap (never fails the login). */
@@ -167,14 +177,14 @@ export class Session {
   #values = new Map<string, unknown>();
   #loading: Promise<void> | undefined;
   /** Serialises this handle's store operations so that two concurrent writes cannot both create a session. */
-  #queue: Promise<unknown> = Promise.resolve();
+  #queue: Promise<unknown> | undefined;
   #varied = false;
 
   constructor(
     private readonly runtime: SessionRuntime,
     private readonly reading: CookieReading,
     private readonly response: ResponseHeaders,
-    private readonly request: { secure: boolean; userAgent: string | undefined },
+    private readonly request: { secure: boolean; userAgent: string | undefined; cookieHeader: string | undefined },
   ) {}
 
   /** What this request has done to the session so far. */
@@ -255,7 +265,10 @@ export class Session {
         }
         this.#lose(binding, applied, "gone before a write");
       }
-      if (toSet.size > 0) await this.#create(toSet);
+      if (toSet.size > 0) {
+        this.#assertNotRotated();
+        await this.#create(toSet);
+      }
     });
   }
 
@@ -433,7 +446,8 @@ export class Session {
   }
 
   #exclusive<T>(run: () => Promise<T>): Promise<T> {
-    const result = this.#queue.then(run);
+    // Most requests make one store call: the first runs at once, later ones wait their turn.
+    const result = this.#queue === undefined ? run() : this.#queue.then(run);
     this.#queue = result.catch(() => undefined);
     return result;
   }
@@ -469,10 +483,10 @@ export class Session {
   async #loadOnce(): Promise<void> {
     this.#vary();
     const reading = this.reading;
-    if (reading.kind === "absent") return;
+    if (reading.kind === "absent") return this.#adoptLegacy();
     if (reading.kind === "invalid") {
       this.runtime.emit({ type: "invalid-cookie", reason: reading.reason });
-      return;
+      return this.#adoptLegacy();
     }
     // A blind increment bound the session without loading it: the load below replaces that.
     const blind = this.#binding;
@@ -493,6 +507,61 @@ export class Session {
       if (reading.signedWithOldSecret && !this.response.headersSent()) this.#sendCookie();
       return;
     }
+  }
+
+  /**
+   * No valid cookie of ours: the legacy session the request's legacy cookie names (the `adopt`
+   * option), if any, becomes this request's session, once (see core/adoption.ts). A request
+   * that finds it taken by a concurrent one is treated like one racing a login.
+   */
+  async #adoptLegacy(): Promise<void> {
+    const source = this.runtime.adopt;
+    if (source === undefined) return;
+    const legacy = source.readCookie(this.request.cookieHeader);
+    if (legacy.kind === "absent") return;
+    if (legacy.kind === "invalid") {
+      this.runtime.emit({ type: "invalid-cookie", reason: `${source.kind} cookie: ${legacy.reason}` });
+      return;
+    }
+    // A new cookie that cannot reach the client would leave the user with neither session.
+    const { secure } = this.runtime.cookie.options;
+    if (this.response.headersSent() || (secure === true && !this.request.secure)) return;
+    const adoption = await adoptLegacySession(this.runtime, source, legacy.id, {
+      freshMeta: (userId, persistent) => this.#freshMeta(this.runtime.now(), userId, persistent),
+      refusal: (session) => this.#legacyRefusal(session),
+    });
+    if (adoption.kind === "refused") {
+      this.runtime.emit({ type: "adoption-refused", source: source.kind, reason: adoption.reason });
+      return;
+    }
+    if (adoption.kind === "taken-elsewhere") {
+      this.#rotatedAway = true;
+      return;
+    }
+    // Taken (or dead): the browser need not send the legacy cookie again. Same name: ours replaces it.
+    if (source.cookieName !== this.runtime.cookie.options.name) this.response.appendCookie?.(source.clearCookie(this.request.secure));
+    if (adoption.kind === "gone") return;
+    const { id, key, record } = adoption;
+    this.#adopt({ id, key, meta: record.meta }, { fields: record.fields, values: decodeFields(record.fields) ?? new Map() });
+    this.#status = "modified";
+    this.#sendCookie();
+    const userId = record.meta.userId;
+    this.runtime.emit({ type: "created", handle: this.handle as string, userId });
+    this.runtime.emit({ type: "adopted", handle: this.handle as string, userId, source: source.kind });
+    if (userId !== undefined) await this.runtime.enforceUserCap(userId, key);
+  }
+
+  /** Why a legacy session cannot become one of ours (its user ID, keys or data), or `undefined`. */
+  async #legacyRefusal({ userId, data }: LegacySession): Promise<string | undefined> {
+    if (userId !== undefined && (userId.length === 0 || userId.length > MAX_USER_ID_LENGTH || !isWellFormed(userId))) {
+      return `its user ID is not 1 to ${MAX_USER_ID_LENGTH} characters of well-formed Unicode`;
+    }
+    try {
+      for (const key of data.keys()) assertKey(key);
+    } catch (error) {
+      return (error as Error).message;
+    }
+    return (await this.#conformsToSchema(data)) ? undefined : "the schema option rejects its data";
   }
 
   /**

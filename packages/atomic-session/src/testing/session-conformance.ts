@@ -187,6 +187,10 @@ export function describeSessionConformance(name: string, open: () => Promise<Ses
       const late = openSession(manager, before);
       expect(await late.session.get("visitCount")).toBeUndefined();
       await expect(late.session.increment("visitCount")).rejects.toBeInstanceOf(SessionRotatedError);
+      await expect(openSession(manager, before).session.set("late", true)).rejects.toBeInstanceOf(SessionRotatedError);
+      await expect(openSession(manager, before).session.update("late", () => 1)).rejects.toBeInstanceOf(SessionRotatedError);
+      await expect(openSession(manager, before).session.login("someone-else")).rejects.toBeInstanceOf(SessionRotatedError);
+      await expect(openSession(manager, before).session.regenerate()).rejects.toBeInstanceOf(SessionRotatedError);
       await expect(openSession(manager, before).session.destroy()).rejects.toBeInstanceOf(SessionRotatedError);
       expect(late.response.cookie).toBeUndefined();
       const loggedIn = openSession(manager, after).session;

@@ -10,6 +10,8 @@ import type { SessionStore } from "../core/store.js";
 /** A response as the core sees it: the Set-Cookie it was given, whether it varies by cookie, and whether headers went out. */
 export interface FakeResponse {
   cookie: string | undefined;
+  /** The Set-Cookies appended beside the session's (clearing a legacy cookie). */
+  appended: string[];
   varies: boolean;
   headersSent: boolean;
 }
@@ -21,7 +23,7 @@ export function openSession(
   userAgent = "vitest",
   encrypted = false,
 ): { session: Session; response: FakeResponse } {
-  const response: FakeResponse = { cookie: undefined, varies: false, headersSent: false };
+  const response: FakeResponse = { cookie: undefined, appended: [], varies: false, headersSent: false };
   let issued: string | undefined;
   const session = manager.open(
     { cookieHeader: cookie, encrypted, forwardedProto: undefined, userAgent },
@@ -33,6 +35,10 @@ export function openSession(
       },
       withdrawCookie: () => {
         if (response.cookie === issued) response.cookie = undefined;
+      },
+      appendCookie: (value) => {
+        response.appended.push(value);
+        response.varies = true;
       },
       varyOnCookie: () => {
         response.varies = true;
