@@ -52,9 +52,9 @@ export async function freePort(): Promise<number> {
   }
 }
 
-/** A new, empty folder `sessionstore-<prefix>-XXXXXX` in the OS temporary folder, removed when the test process exits. */
+/** A new, empty folder `atomic-session-<prefix>-XXXXXX` in the OS temporary folder, removed when the test process exits. */
 export function tempDir(prefix: string): string {
-  return removeOnExit(mkdtempSync(join(tmpdir(), `sessionstore-${prefix}-`)));
+  return removeOnExit(mkdtempSync(join(tmpdir(), `atomic-session-${prefix}-`)));
 }
 
 /** Every process started with `spawnTracked` and not seen exiting, killed when the test process exits. */
@@ -111,10 +111,10 @@ export interface TrackedChild {
   readonly output: string;
 }
 
-/** Spawns `binary` in `cwd`, collects its output, and SIGKILLs it when the test process exits. */
-export function spawnTracked(binary: string, args: readonly string[], cwd: string): TrackedChild {
+/** Spawns `binary` in `cwd` (with `env` added to this process's environment), collects its output, and SIGKILLs it when the test process exits. */
+export function spawnTracked(binary: string, args: readonly string[], cwd: string, env: Record<string, string> = {}): TrackedChild {
   installExitHooks();
-  const child = spawn(binary, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(binary, args, { cwd, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
   live.add(child);
   child.once("exit", () => live.delete(child));
   let output = "";

@@ -69,7 +69,8 @@ function pingOnce(port: number, timeoutMs: number): Promise<boolean> {
     socket.once("connect", () => socket.write("PING\r\n"));
     socket.on("data", (chunk) => {
       reply += chunk.toString("latin1");
-      if (reply.includes("\r\n")) finish(reply.startsWith("+PONG"));
+      // A server with requirepass answers NOAUTH: it is up.
+      if (reply.includes("\r\n")) finish(reply.startsWith("+PONG") || reply.startsWith("-NOAUTH"));
     });
   });
 }

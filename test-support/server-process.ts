@@ -5,7 +5,7 @@ import { freePort } from "./processes.js";
 // Re-exported: tests take these from here.
 export { freePort, tempDir } from "./processes.js";
 
-/** The reference server (dist/server/main.js) as a child process, with its JSON log lines. */
+/** The reference server (server/dist/main.js) as a child process, with its JSON log lines. */
 export class ServerProcess {
   readonly logs: string[] = [];
   #child: ChildProcess | undefined;
@@ -35,7 +35,7 @@ export class ServerProcess {
   async restart(): Promise<void> {
     await this.stop();
     this.#stopped = false;
-    const child = spawn(process.execPath, ["dist/server/main.js"], {
+    const child = spawn(process.execPath, ["server/dist/main.js"], {
       env: { PATH: process.env.PATH ?? "", ...this.env },
       stdio: ["ignore", "pipe", "pipe"],
     });

@@ -61,16 +61,19 @@ export async function sqliteSetup(): Promise<ServerStoreSetup> {
         .join("\n"),
     count: async () =>
       query(
-        (db) => (db.prepare("SELECT count(*) AS n FROM sessionstore_sessions WHERE expires_at > ?").get(Date.now()) as { n: number }).n,
+        (db) => (db.prepare("SELECT count(*) AS n FROM atomic_session_sessions WHERE expires_at > ?").get(Date.now()) as { n: number }).n,
       ),
     holds: async (storeKey) =>
-      query((db) => db.prepare("SELECT 1 FROM sessionstore_sessions WHERE key = ?").get(storeKey) !== undefined) ||
-      query((db) => db.prepare("SELECT 1 FROM sessionstore_fields WHERE session_key = ?").get(storeKey) !== undefined),
+      query((db) => db.prepare("SELECT 1 FROM atomic_session_sessions WHERE key = ?").get(storeKey) !== undefined) ||
+      query((db) => db.prepare("SELECT 1 FROM atomic_session_fields WHERE session_key = ?").get(storeKey) !== undefined),
     corruptions: {
       "a field that is not JSON": async (storeKey) =>
-        void query((db) => db.prepare("UPDATE sessionstore_fields SET value = '{not json' WHERE session_key = ?").run(storeKey), false),
+        void query((db) => db.prepare("UPDATE atomic_session_fields SET value = '{not json' WHERE session_key = ?").run(storeKey), false),
       "a timestamp that is not a number": async (storeKey) =>
-        void query((db) => db.prepare("UPDATE sessionstore_sessions SET absolute_expires_at = 'soon' WHERE key = ?").run(storeKey), false),
+        void query(
+          (db) => db.prepare("UPDATE atomic_session_sessions SET absolute_expires_at = 'soon' WHERE key = ?").run(storeKey),
+          false,
+        ),
     },
     close: async () => {},
   };
@@ -104,18 +107,18 @@ export async function redisSetup(db = 3): Promise<ServerStoreSetup & { redis: Re
     },
     async count() {
       let n = 0;
-      for await (const keys of client.scanIterator({ MATCH: "sess:*", COUNT: 1000 })) {
-        n += keys.filter((key) => !key.startsWith("sess:user:")).length;
+      for await (const keys of client.scanIterator({ MATCH: "as:*", COUNT: 1000 })) {
+        n += keys.filter((key) => !key.startsWith("as:user:")).length;
       }
       return n;
     },
-    holds: async (storeKey) => (await client.exists(`sess:${storeKey}`)) === 1,
+    holds: async (storeKey) => (await client.exists(`as:${storeKey}`)) === 1,
     corruptions: {
-      "a field that is not JSON": async (storeKey) => void (await client.hSet(`sess:${storeKey}`, "d:visitCount", "{not json")),
-      "a half-written hash": async (storeKey) => void (await client.hDel(`sess:${storeKey}`, ["a", "c"])),
+      "a field that is not JSON": async (storeKey) => void (await client.hSet(`as:${storeKey}`, "d:visitCount", "{not json")),
+      "a half-written hash": async (storeKey) => void (await client.hDel(`as:${storeKey}`, ["a", "c"])),
       "a value of the wrong type": async (storeKey) => {
-        const ttl = await client.pTTL(`sess:${storeKey}`);
-        await client.set(`sess:${storeKey}`, "garbage", { PX: ttl });
+        const ttl = await client.pTTL(`as:${storeKey}`);
+        await client.set(`as:${storeKey}`, "garbage", { PX: ttl });
       },
     },
     async close() {

@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { EnvConfigError } from "atomic-session/env";
 import { describe, expect, it } from "vitest";
 import { readServerConfig } from "../src/config.js";
@@ -31,5 +32,23 @@ describe("reference server configuration", () => {
     });
     expect(result.status).toBe(1);
     expect(result.stderr).toMatch(message);
+  });
+});
+
+describe("the README's configuration table", () => {
+  const root = new URL("../../", import.meta.url);
+  const read = (path: string) => readFileSync(new URL(path, root), "utf8");
+  /** The variables a source file reads: `env.NAME`, `env["NAME"]`, or a name handed to a parser with the env. */
+  const variablesIn = (source: string) =>
+    new Set([...source.matchAll(/\benv(?:\.|\[")([A-Z][A-Z0-9_]+)|\(env, "([A-Z][A-Z0-9_]+)"/g)].map((match) => match[1] ?? match[2]));
+  const readVariables = variablesIn(read("packages/atomic-session/src/env/index.ts"));
+  for (const name of variablesIn(read("server/src/config.ts"))) readVariables.add(name);
+  const table = read("README.md").split("### Configuration (environment)")[1]?.split("\n## ")[0] ?? "";
+  const listed = new Set([...table.matchAll(/^\| `([A-Z][A-Z0-9_]+)`/gm)].map((match) => match[1]));
+
+  it("lists every variable the server and atomic-session/env read, and no other", () => {
+    expect(readVariables.size).toBeGreaterThan(20);
+    expect([...readVariables].filter((name) => !listed.has(name)).sort()).toEqual([]);
+    expect([...listed].filter((name) => !readVariables.has(name)).sort()).toEqual([]);
   });
 });

@@ -83,11 +83,11 @@ for (const [name, makeSetup] of setups) {
       expect(listed.map((entry) => entry.userAgent).sort()).toEqual(["laptop", "phone"]);
       expect(listed.find((entry) => entry.current)?.userAgent).toBe("phone");
       for (const entry of listed) {
-        expect(Object.keys(entry).sort()).toEqual(["createdAt", "current", "id", "lastSeenAt", "userAgent"]);
+        expect(Object.keys(entry).sort()).toEqual(["createdAt", "current", "handle", "lastSeenAt", "userAgent"]);
         expect(JSON.stringify(entry)).not.toContain(phone.id);
         expect(JSON.stringify(entry)).not.toContain(laptop.id);
       }
-      const laptopHandle = listed.find((entry) => entry.userAgent === "laptop")?.id as string;
+      const laptopHandle = listed.find((entry) => entry.userAgent === "laptop")?.handle as string;
       const strangersView = await stranger.fetch(`${server.url}/sessions/${laptopHandle}`, { method: "DELETE" });
       expect(strangersView.status).toBe(404);
       expect((await laptop.fetch(`${server.url}/session`)).status).toBe(200);

@@ -35,7 +35,7 @@ describe("GET /metrics on the reference server", () => {
 
   it("answers the session counters and the store latency histogram with the right values after a known sequence", async () => {
     const empty = samples((await scrape()).text);
-    expect(empty.get("sessionstore_sessions_created_total")).toBe(0);
+    expect(empty.get("atomic_session_sessions_created_total")).toBe(0);
 
     const jar = new CookieJar();
     expect(await jar.text(`${server.url}/`)).toBe("Hello World #0\n"); // create
@@ -52,31 +52,31 @@ describe("GET /metrics on the reference server", () => {
     const { text } = await scrape();
     const values = samples(text);
     for (const name of [
-      "sessionstore_sessions_created_total",
-      "sessionstore_sessions_rotated_total",
-      "sessionstore_sessions_destroyed_total",
-      "sessionstore_sessions_expired_total",
-      "sessionstore_update_conflicts_total",
-      "sessionstore_store_errors_total",
-      "sessionstore_store_operation_duration_seconds",
+      "atomic_session_sessions_created_total",
+      "atomic_session_sessions_rotated_total",
+      "atomic_session_sessions_destroyed_total",
+      "atomic_session_sessions_expired_total",
+      "atomic_session_update_conflicts_total",
+      "atomic_session_store_errors_total",
+      "atomic_session_store_operation_duration_seconds",
     ]) {
       expect(text).toContain(`# TYPE ${name} `);
     }
-    expect(values.get("sessionstore_sessions_created_total")).toBe(1);
-    expect(values.get("sessionstore_sessions_rotated_total")).toBe(1);
-    expect(values.get("sessionstore_sessions_destroyed_total")).toBe(1);
-    expect(values.get("sessionstore_sessions_expired_total")).toBe(1);
-    expect(values.get("sessionstore_invalid_cookies_total")).toBe(1);
-    expect(values.get("sessionstore_update_conflicts_total")).toBe(0);
+    expect(values.get("atomic_session_sessions_created_total")).toBe(1);
+    expect(values.get("atomic_session_sessions_rotated_total")).toBe(1);
+    expect(values.get("atomic_session_sessions_destroyed_total")).toBe(1);
+    expect(values.get("atomic_session_sessions_expired_total")).toBe(1);
+    expect(values.get("atomic_session_invalid_cookies_total")).toBe(1);
+    expect(values.get("atomic_session_update_conflicts_total")).toBe(0);
     const count = (operation: string) =>
-      values.get(`sessionstore_store_operation_duration_seconds_count{operation="${operation}",store="sqlite"}`);
+      values.get(`atomic_session_store_operation_duration_seconds_count{operation="${operation}",store="sqlite"}`);
     expect(count("create")).toBe(1);
     expect(count("increment")).toBe(1);
     expect(count("rotate")).toBe(1);
     expect(count("destroy")).toBe(1);
     expect(count("load")).toBe(3);
-    expect(values.get('sessionstore_store_operation_duration_seconds_bucket{le="+Inf",operation="load",store="sqlite"}')).toBe(3);
-    expect(values.get('sessionstore_store_operation_duration_seconds_sum{operation="load",store="sqlite"}')).toBeGreaterThan(0);
+    expect(values.get('atomic_session_store_operation_duration_seconds_bucket{le="+Inf",operation="load",store="sqlite"}')).toBe(3);
+    expect(values.get('atomic_session_store_operation_duration_seconds_sum{operation="load",store="sqlite"}')).toBeGreaterThan(0);
   });
 
   it("never creates, loads or touches a session", async () => {
@@ -86,10 +86,10 @@ describe("GET /metrics on the reference server", () => {
     for (let i = 0; i < 3; i++) await scrape(jar.cookie);
     await scrape();
     const after = samples((await scrape()).text);
-    expect(after.get("sessionstore_sessions_created_total")).toBe(before.get("sessionstore_sessions_created_total"));
+    expect(after.get("atomic_session_sessions_created_total")).toBe(before.get("atomic_session_sessions_created_total"));
     const loads = '_count{operation="load",store="sqlite"}';
-    expect(after.get(`sessionstore_store_operation_duration_seconds${loads}`)).toBe(
-      before.get(`sessionstore_store_operation_duration_seconds${loads}`),
+    expect(after.get(`atomic_session_store_operation_duration_seconds${loads}`)).toBe(
+      before.get(`atomic_session_store_operation_duration_seconds${loads}`),
     );
     expect(await setup.count()).toBe(1);
   });

@@ -124,7 +124,7 @@ describe("reference server on redis: the database named by the URL", () => {
     await jar.text(`${server.url}/`);
     await jar.text(`${server.url}/`);
     const keys = await setup.client.keys("*");
-    expect(keys).toEqual([`sess:${storeKeyOf(jar.id as string)}`]);
+    expect(keys).toEqual([`as:${storeKeyOf(jar.id as string)}`]);
     const ttl = await setup.client.pTTL(keys[0] as string);
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(30 * 60_000);

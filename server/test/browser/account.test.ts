@@ -47,7 +47,7 @@ describe("the account page in headless Chromium", () => {
 
   /** A browser of its own (own cookies), with a user agent that names it on the sessions list. */
   async function device(name: string): Promise<Page> {
-    const context = await browser.newContext({ userAgent: `${name} (sessionstore browser test)` });
+    const context = await browser.newContext({ userAgent: `${name} (atomic-session browser test)` });
     context.setDefaultTimeout(10_000);
     contexts.push(context);
     const page = await context.newPage();
@@ -89,13 +89,13 @@ describe("the account page in headless Chromium", () => {
     // A second browser signs in as the same user: both see two sessions, each marks its own.
     await signIn(phone, "ada");
     expect(await rows(phone).count()).toBe(2);
-    expect(await phone.locator('tr[data-current="true"] td.agent').textContent()).toContain("phone (sessionstore browser test)");
+    expect(await phone.locator('tr[data-current="true"] td.agent').textContent()).toContain("phone (atomic-session browser test)");
     await laptop.reload();
     expect(await rows(laptop).count()).toBe(2);
     const current = laptop.locator('tr[data-current="true"]');
     const other = laptop.locator('tr[data-current="false"]');
     expect(await current.locator("td.agent").textContent()).toMatch(/^laptop .*\(this device\)$/);
-    expect(await other.locator("td.agent").textContent()).toBe("phone (sessionstore browser test)");
+    expect(await other.locator("td.agent").textContent()).toBe("phone (atomic-session browser test)");
 
     // The laptop signs the phone out.
     await other.getByRole("button", { name: "Sign out" }).click();

@@ -58,10 +58,10 @@ describe("admin CLI on Redis", () => {
     admin.on("error", () => {});
     await admin.connect();
     try {
-      expect((await admin.keys("sess:user:*")).length).toBe(2);
+      expect((await admin.keys("as:user:*")).length).toBe(2);
       // A foreign value under the prefix (HMGET answers WRONGTYPE) and a hash that is not a session.
-      await admin.set("sess:not-a-hash", "text");
-      await admin.hSet("sess:foreign-hash", "x", "1");
+      await admin.set("as:not-a-hash", "text");
+      await admin.hSet("as:foreign-hash", "x", "1");
     } finally {
       await admin.close();
     }
@@ -147,7 +147,7 @@ describe("admin CLI on Redis", () => {
     const stats = await runCli(["stats", "--json", "--progress"], other);
     expect(stats.status).toBe(0);
     expect(JSON.parse(stats.stdout)).toEqual({ store: "redis", sessions: count, users: 7, signedIn: count, anonymous: 0 });
-    expect(stats.stderr).toBe("sessionstore: scanned 10,000 sessions…\n");
+    expect(stats.stderr).toBe("atomic-session: scanned 10,000 sessions…\n");
     const list = await runCli(["list", "--json"], other);
     const handles = new Set(jsonLines(list.stdout).map((entry) => entry.handle));
     expect(handles.size).toBe(count);
@@ -172,7 +172,7 @@ describe("admin CLI on Redis", () => {
     try {
       const result = await runCli(["list"], { ...env, STORE_TIMEOUT_MS: "500" });
       expect(result.status).toBe(1);
-      expect(result.stderr).toMatch(/no answer to ping within 500 ms/);
+      expect(result.stderr).toMatch(/did not answer within the deadline \(operation ping\)/);
       expect(result.ms).toBeLessThan(8_000);
     } finally {
       redis.resume();

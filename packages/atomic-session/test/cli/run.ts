@@ -1,5 +1,5 @@
 /**
- * Runs the compiled admin CLI (`dist/cli/main.js`, built by the vitest global setup) as a child
+ * Runs the compiled admin CLI (`packages/atomic-session/dist/cli/main.js`, built by the vitest global setup) as a child
  * process, with only the environment a test gives it (and PATH), and keeps every byte it printed
  * so that a test can check that no secret ever appeared.
  * @module
@@ -22,7 +22,7 @@ export const printed: string[] = [];
 export function runCli(args: readonly string[], env: Record<string, string>, timeoutMs = 20_000): Promise<CliResult> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["dist/cli/main.js", ...args], {
+    const child = spawn(process.execPath, ["packages/atomic-session/dist/cli/main.js", ...args], {
       env: { PATH: process.env.PATH ?? "", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });

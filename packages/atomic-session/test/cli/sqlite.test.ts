@@ -202,12 +202,12 @@ describe("admin CLI on a SQLite file the reference server fills", () => {
       const result = await runCli(args, env);
       expect(result.status, args.join(" ")).toBe(2);
       expect(result.stdout, args.join(" ")).toBe("");
-      expect(result.stderr, args.join(" ")).toMatch(/^sessionstore: .+\nRun `sessionstore --help`/);
+      expect(result.stderr, args.join(" ")).toMatch(/^atomic-session: .+\nRun `atomic-session --help`/);
     }
     for (const args of [["--help"], ["-h"], ["help"], ["list", "--help"]]) {
       const result = await runCli(args, env);
       expect(result.status).toBe(0);
-      expect(result.stdout).toMatch(/^Usage: sessionstore <command>/);
+      expect(result.stdout).toMatch(/^Usage: atomic-session <command>/);
       for (const command of ["stats", "list", "show", "revoke", "purge"]) expect(result.stdout).toContain(command);
     }
   });
@@ -270,7 +270,7 @@ describe("admin CLI on a SQLite file with 10,000+ sessions", () => {
     expect(quiet.stderr).toBe("");
     const loud = await runCli(["stats", "--progress"], env);
     expect(loud.status).toBe(0);
-    expect(loud.stderr).toBe("sessionstore: scanned 10,000 sessions…\n");
+    expect(loud.stderr).toBe("atomic-session: scanned 10,000 sessions…\n");
     expect(loud.stdout).toMatch(new RegExp(`^sessions +${LIVE}$`, "m"));
   });
 
@@ -319,13 +319,13 @@ describe("admin CLI on a SQLite file with 10,000+ sessions", () => {
     expect(JSON.parse((await runCli(["stats", "--json"], env)).stdout)).toMatchObject({ sessions: LIVE });
   });
 
-  it("revoke <handle> deletes the record: load answers undefined", async () => {
+  it("revoke <handle> deletes the record: load answers gone", async () => {
     const result = await runCli(["revoke", handleOf(hostileKey), "--json"], env);
     expect(result.status).toBe(0);
     expect(JSON.parse(result.stdout)).toEqual({ revoked: 1, handle: handleOf(hostileKey), user: "mallory\u001b[31m" });
     const store = new SqliteStore({ path: file });
     try {
-      expect(await store.load(hostileKey, { now: Date.now(), idleTimeoutMs: HOUR, touchIntervalMs: HOUR })).toBeUndefined();
+      expect(await store.load(hostileKey, { now: Date.now(), idleTimeoutMs: HOUR, touchIntervalMs: HOUR })).toBe("gone");
     } finally {
       await store.dispose();
     }
