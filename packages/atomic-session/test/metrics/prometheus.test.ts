@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import type { SessionManagerOptions, SessionStore } from "atomic-session";
-import { SessionConfigError } from "atomic-session";
+import { SessionConfigError, StoreUnavailableError } from "atomic-session";
 import { measureStore, sessionMetrics } from "atomic-session/metrics";
 import { MemoryStore } from "atomic-session/stores/memory";
 import { cookiePair, managerFor, openSession } from "atomic-session/testing";
@@ -37,8 +37,8 @@ async function sample(registry: Registry, metric: string, labels: Record<string,
     .reduce((sum, value) => sum + value.value, 0);
 }
 
-const counter = (registry: Registry, name: string, labels?: Record<string, string>) => sample(registry, `sessionstore_${name}`, labels);
-const DURATION = "sessionstore_store_operation_duration_seconds";
+const counter = (registry: Registry, name: string, labels?: Record<string, string>) => sample(registry, `atomic_session_${name}`, labels);
+const DURATION = "atomic_session_store_operation_duration_seconds";
 
 describe("session counters", () => {
   it("count sessions created, rotated by login and destroyed by logout", async () => {
@@ -110,7 +110,7 @@ describe("session counters", () => {
       },
     });
     const { manager, registry } = measured({}, broken);
-    await expect(openSession(manager).session.set("a", 1)).rejects.toThrow(/failed create/);
+    await expect(openSession(manager).session.set("a", 1)).rejects.toBeInstanceOf(StoreUnavailableError);
     expect(await counter(registry, "store_errors_total", { operation: "create", store: "memory" })).toBe(1);
     // The failed call still took time: it is observed too.
     expect(await sample(registry, DURATION, { operation: "create", store: "memory" }, `${DURATION}_count`)).toBe(1);
@@ -146,7 +146,7 @@ describe("store latency histogram", () => {
     expect(await count("ping")).toBe(1);
     expect(await sample(registry, DURATION, { operation: "load" }, `${DURATION}_sum`)).toBeGreaterThan(0);
     const text = await registry.metrics();
-    expect(text).toMatch(/^sessionstore_store_operation_duration_seconds_bucket\{le="\+Inf",operation="load",store="memory"\} 1$/m);
+    expect(text).toMatch(/^atomic_session_store_operation_duration_seconds_bucket\{le="\+Inf",operation="load",store="memory"\} 1$/m);
   });
 
   it("refuses a manager whose store is not measured, unless store latency is turned off", () => {
@@ -201,17 +201,17 @@ function pick(store: SessionStore): Omit<SessionStore, "kind"> {
 
 describe("loading", () => {
   it("importing the core, the stores and the adapters never loads prom-client; the metrics module does", () => {
-    // dist/ is compiled by the global setup (test/support/build.ts).
+    // dist/ is compiled by the global setup (test-support/build.ts).
     const script = `
       import { createRequire } from "node:module";
       const require = createRequire(import.meta.url);
       const loaded = () => Object.keys(require.cache).some((path) => path.includes("/node_modules/prom-client/"));
-      await import("./dist/src/index.js");
-      await import("./dist/src/stores/memory.js");
-      await import("./dist/src/stores/sqlite.js");
-      await import("./dist/src/adapters/node.js");
+      await import("atomic-session");
+      await import("atomic-session/stores/memory");
+      await import("atomic-session/stores/sqlite");
+      await import("atomic-session/node");
       const before = loaded();
-      await import("./dist/src/metrics/prometheus.js");
+      await import("atomic-session/metrics");
       console.log(JSON.stringify({ before, after: loaded() }));
     `;
     const output = execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
