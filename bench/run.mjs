@@ -1,19 +1,22 @@
 #!/usr/bin/env node
 // `npm run bench`: starts each server of bench/servers.mjs as its own process on 127.0.0.1,
 // drives it with autocannon against a private redis-server, and prints (and with --full,
-// writes to bench/RESULTS.md) throughput, latency, CPU and Redis cost per request, the
-// lost-update check, Redis memory per session and p99 at 1k vs 1M sessions.
+// writes to bench/RESULTS.md) throughput, latency, CPU and Redis cost per request, RSS and
+// event-loop delay at an equal offered rate, errors and p99 with 2,500 connections, the
+// lost-update check, Redis memory per session and p99 at 1k vs 1M sessions, then the targets
+// with the measured reason of each one not met.
 // See bench/README.md for the options and what each column means.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import autocannon from "autocannon";
 import { formatProfile, summarizeProfile } from "./lib/profile.mjs";
 import { BenchRedis, startRedis } from "./lib/redis.mjs";
-import { aggregate, evaluateTargets, formatConsole, formatMarkdown } from "./lib/report.mjs";
-import { counterIn, cpuMicros, delay, ensureBuilt, get, percentile, ROOT, Samples, USER_AGENT } from "./lib/util.mjs";
+import { aggregate, aggregateLoads, COMPARED_WITH, evaluateTargets, formatConsole, formatMarkdown } from "./lib/report.mjs";
+import { clockTicksPerSecond, counterIn, cpuMicros, delay, ensureBuilt, get, percentile, ROOT, Samples, USER_AGENT } from "./lib/util.mjs";
 import { SERVERS } from "./servers.mjs";
 
 export const SCENARIOS = {
@@ -30,12 +33,17 @@ const HELP = `npm run bench [-- options]
   --warmup <s>           warm-up seconds before each measurement (default 1; --full 2)
   --runs <n>             runs, interleaved across servers (default 1; --full 3)
   --connections <n>      autocannon connections (default 50)
-  --only <a,b,...>       servers to run (bare and express-session are added for the ratios)
+  --only <a,b,...>       servers to run (bare, express-session and the servers their targets compare
+                         them with are added, so that every ratio is taken in the same run)
   --scenarios <a,b,...>  new, increment, read (default all)
   --big <n>              sessions in Redis for the scale test (default 100000; --full 1000000)
   --scale-rate <n>       offered load (req/s) of the scale test (default: half of ours node:http + Redis
                          increment throughput, between 200 and 5000)
-  --no-lost-updates --no-memory --no-scale   skip those checks
+  --fixed-rate <n>       req/s offered to every server for the equal-load measurement of RSS and
+                         event-loop delay (default 2000; scenario increment, 10 connections)
+  --hc-connections <n>   connections of the high-concurrency measurement (default 2500; raises the
+                         file descriptor limit with ulimit -n when it has to and can)
+  --no-fixed-rate --no-hc --no-lost-updates --no-memory --no-scale   skip those measurements
   --cpu-prof <server>    only profile <server> (node --cpu-prof) under --scenario (default increment)
                          and print where the time goes
   --write                write bench/RESULTS.md after a short run too (it says it is a smoke run)
@@ -44,30 +52,41 @@ const HELP = `npm run bench [-- options]
   --no-build             do not build the library first (tsc -b is a no-op when it is fresh)
   --list                 list the servers and exit`;
 
-const { values: args } = parseArgs({
-  options: {
-    full: { type: "boolean", default: false },
-    duration: { type: "string" },
-    warmup: { type: "string" },
-    runs: { type: "string" },
-    connections: { type: "string", default: "50" },
-    only: { type: "string" },
-    scenarios: { type: "string", default: "new,increment,read" },
-    big: { type: "string" },
-    "scale-rate": { type: "string" },
-    "no-lost-updates": { type: "boolean", default: false },
-    "no-memory": { type: "boolean", default: false },
-    "no-scale": { type: "boolean", default: false },
-    "cpu-prof": { type: "string" },
-    scenario: { type: "string", default: "increment" },
-    write: { type: "boolean", default: false },
-    results: { type: "string" },
-    json: { type: "string" },
-    "no-build": { type: "boolean", default: false },
-    list: { type: "boolean", default: false },
-    help: { type: "boolean", default: false },
-  },
-});
+let parsed;
+try {
+  parsed = parseArgs({
+    options: {
+      full: { type: "boolean", default: false },
+      duration: { type: "string" },
+      warmup: { type: "string" },
+      runs: { type: "string" },
+      connections: { type: "string", default: "50" },
+      only: { type: "string" },
+      scenarios: { type: "string", default: "new,increment,read" },
+      big: { type: "string" },
+      "scale-rate": { type: "string" },
+      "fixed-rate": { type: "string" },
+      "hc-connections": { type: "string" },
+      "no-fixed-rate": { type: "boolean", default: false },
+      "no-hc": { type: "boolean", default: false },
+      "no-lost-updates": { type: "boolean", default: false },
+      "no-memory": { type: "boolean", default: false },
+      "no-scale": { type: "boolean", default: false },
+      "cpu-prof": { type: "string" },
+      scenario: { type: "string", default: "increment" },
+      write: { type: "boolean", default: false },
+      results: { type: "string" },
+      json: { type: "string" },
+      "no-build": { type: "boolean", default: false },
+      list: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+  });
+} catch (error) {
+  console.error(`${error.message}\nSee npm run bench -- --help`);
+  process.exit(2);
+}
+const args = parsed.values;
 
 const positive = (name, text, fallback) => {
   if (text === undefined) return fallback;
@@ -80,9 +99,10 @@ const positive = (name, text, fallback) => {
 };
 
 const full = args.full;
+const duration = positive("duration", args.duration, full ? 10 : 3);
 const config = {
   full,
-  duration: positive("duration", args.duration, full ? 10 : 3),
+  duration,
   warmup: positive("warmup", args.warmup, full ? 2 : 1),
   runs: Math.round(positive("runs", args.runs, full ? 3 : 1)),
   connections: Math.round(positive("connections", args.connections, 50)),
@@ -91,9 +111,70 @@ const config = {
   scaleRate: args["scale-rate"] === undefined ? undefined : positive("scale-rate", args["scale-rate"]),
   probeRequests: 20,
   lostUpdates: { total: 200, concurrency: 50 },
+  // The equal-load (RSS, event-loop delay) and high-concurrency measurements: one scenario, at most 5 s each.
+  loadScenario: "increment",
+  loadDuration: Math.min(5, duration),
+  fixedRate: args["no-fixed-rate"] ? undefined : Math.round(positive("fixed-rate", args["fixed-rate"], 2000)),
+  fixedConnections: 10,
+  hcConnections: args["no-hc"] ? undefined : Math.round(positive("hc-connections", args["hc-connections"], 2500)),
+  // autocannon's own 10 s timeout could never fire within a window this short: a request unanswered for this long is an error.
+  hcTimeout: Math.max(1, Math.min(5, duration) - 1),
 };
 
+/** Descriptors beyond one per connection: the runner's own sockets, Redis connections, files, node internals. */
+const FD_MARGIN = 1024;
+
 const log = (line) => process.stderr.write(`${line}\n`);
+
+/** The open-files limit of this process (soft, hard), from /proc; `undefined` where there is no /proc. */
+function fdLimits() {
+  try {
+    const match = /^Max open files\s+(\S+)\s+(\S+)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    if (match === null) return undefined;
+    const value = (text) => (text === "unlimited" ? Number.POSITIVE_INFINITY : Number(text));
+    return { soft: value(match[1]), hard: value(match[2]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The high-concurrency measurement needs a descriptor per connection in the runner (autocannon)
+ * and in the server. Node raises its soft open-files limit to the hard one at start-up, so only a
+ * hard limit below what is needed matters: then, when `ulimit -n` may raise it (root with
+ * CAP_SYS_RESOURCE), the runner runs itself again under it (the servers and redis-server inherit
+ * it) and resolves its exit code; otherwise it resolves why the measurement is skipped.
+ * @returns {Promise<{ exitCode: number } | { fd?: Record<string, number>; hcSkipped?: string }>}
+ */
+async function checkFdLimit() {
+  if (config.hcConnections === undefined) return {};
+  const limits = fdLimits();
+  if (limits === undefined) return {};
+  const needed = config.hcConnections + FD_MARGIN;
+  const raisedFrom = process.env.BENCH_FD_RAISED === undefined ? undefined : Number(process.env.BENCH_FD_RAISED);
+  const fd = { soft: limits.soft, hard: limits.hard, needed, ...(raisedFrom === undefined ? {} : { raisedFrom }) };
+  if (limits.soft >= needed) return { fd };
+  const raise = `ulimit -n ${needed}`;
+  const allowed = raisedFrom === undefined && spawnSync("/bin/sh", ["-c", raise], { stdio: "ignore" }).status === 0;
+  if (allowed) {
+    log(
+      `raising the open-files limit from ${limits.soft} to ${needed} for ${config.hcConnections} connections: running again under ${raise}`,
+    );
+    const child = spawn(
+      "/bin/sh",
+      ["-c", `${raise} && exec "$0" "$@"`, process.execPath, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)],
+      { stdio: "inherit", env: { ...process.env, BENCH_FD_RAISED: String(limits.soft) } },
+    );
+    // Ctrl-C reaches the child too (same process group): let it clean up and report its exit.
+    process.on("SIGINT", () => undefined);
+    const exitCode = await new Promise((resolve) => child.once("exit", (code, signal) => resolve(code ?? (signal === null ? 0 : 1))));
+    return { exitCode };
+  }
+  return {
+    fd,
+    hcSkipped: `the open-files limit is ${limits.soft} (hard ${limits.hard}; Node already raises its soft limit to the hard one), below the ${needed} that ${config.hcConnections} connections need, and \`${raise}\` is not permitted here: raise the hard limit (limits.conf, systemd LimitNOFILE, docker --ulimit nofile) or pass --hc-connections`,
+  };
+}
 
 function available(entry) {
   const missing = (entry.requires ?? []).filter((path) => !existsSync(join(ROOT, path)));
@@ -101,12 +182,13 @@ function available(entry) {
 }
 
 /**
- * Starts one server process and waits for its port.
+ * Starts one server process and waits for its port. The process answers `stats-start` /
+ * `stats-stop` on its stdin with a `BENCH_STATS {json}` line (RSS, event-loop delay): see server.mjs.
  * @param {import("./servers.mjs").ServerEntry} entry
  * @param {{ redis?: BenchRedis; cpuProfDir?: string }} options
  */
 async function startServer(entry, { redis, cpuProfDir }) {
-  const dir = mkdtempSync(join(os.tmpdir(), `sessionstore-bench-${entry.name}-`));
+  const dir = mkdtempSync(join(os.tmpdir(), `atomic-session-bench-${entry.name}-`));
   const nodeArgs = cpuProfDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", cpuProfDir];
   const child = spawn(process.execPath, [...nodeArgs, join(ROOT, "bench/server.mjs"), entry.name], {
     cwd: ROOT,
@@ -117,22 +199,49 @@ async function startServer(entry, { redis, cpuProfDir }) {
   child.stderr.setEncoding("utf8").on("data", (chunk) => {
     stderr = (stderr + chunk).slice(-8000);
   });
-  const port = await new Promise((resolve, reject) => {
-    let stdout = "";
-    const timer = setTimeout(() => reject(new Error(`${entry.name} did not start within 30 s:\n${stderr}`)), 30_000);
-    child.stdout.setEncoding("utf8").on("data", (chunk) => {
-      stdout += chunk;
-      const match = /BENCH_LISTENING (\d+)/.exec(stdout);
-      if (match !== null) {
-        clearTimeout(timer);
-        resolve(Number(match[1]));
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${entry.name} exited (${code}) before listening:\n${stderr}`));
-    });
+  /** @type {{ prefix: string; resolve: (rest: string) => void; reject: (error: Error) => void; timer: NodeJS.Timeout }[]} */
+  const waiting = [];
+  let buffer = "";
+  child.stdout.setEncoding("utf8").on("data", (chunk) => {
+    buffer += chunk;
+    for (let newline = buffer.indexOf("\n"); newline !== -1; newline = buffer.indexOf("\n")) {
+      const line = buffer.slice(0, newline);
+      buffer = buffer.slice(newline + 1);
+      const index = waiting.findIndex((waiter) => line.startsWith(waiter.prefix));
+      if (index === -1) continue;
+      const [waiter] = waiting.splice(index, 1);
+      clearTimeout(waiter.timer);
+      waiter.resolve(line.slice(waiter.prefix.length));
+    }
   });
+  child.once("exit", (code, signal) => {
+    for (const waiter of waiting.splice(0)) {
+      clearTimeout(waiter.timer);
+      waiter.reject(new Error(`${entry.name} exited (${code ?? signal}):\n${stderr}`));
+    }
+  });
+  /** The rest of the next stdout line that starts with `prefix`. */
+  const nextLine = (prefix, timeoutMs, what) =>
+    new Promise((resolve, reject) => {
+      const waiter = {
+        prefix,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          waiting.splice(waiting.indexOf(waiter), 1);
+          reject(new Error(`${entry.name} did not ${what} within ${timeoutMs / 1000} s:\n${stderr}`));
+        }, timeoutMs),
+      };
+      waiting.push(waiter);
+    });
+  let port;
+  try {
+    port = Number(await nextLine("BENCH_LISTENING ", 30_000, "start"));
+  } catch (error) {
+    child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((resolve) => child.once("exit", resolve));
@@ -143,34 +252,56 @@ async function startServer(entry, { redis, cpuProfDir }) {
     }
     rmSync(dir, { recursive: true, force: true });
   };
-  return { entry, port, pid: child.pid, stop, stderr: () => stderr };
+  const statsStart = () => {
+    child.stdin.write("stats-start\n");
+  };
+  const statsStop = async () => {
+    const reply = nextLine("BENCH_STATS ", 15_000, "answer stats-stop");
+    child.stdin.write("stats-stop\n");
+    return JSON.parse(await reply);
+  };
+  return { entry, port, pid: child.pid, stop, statsStart, statsStop, stderr: () => stderr };
 }
 
 /**
  * autocannon against one route, with exact (sub-millisecond) latencies taken from its
- * `response` events: autocannon's own histogram has 1 ms steps.
+ * `response` events: autocannon's own histogram has 1 ms steps. `errors` counts every failed
+ * request, timeouts included (autocannon counts a timeout in both).
  */
-async function load(port, { path, cookie, duration, connections, overallRate }) {
+async function load(port, { path, cookie, duration, connections, overallRate, timeout }) {
   const headers = { "user-agent": USER_AGENT };
   if (cookie !== undefined) headers.cookie = cookie;
   const latencies = new Samples();
+  /** @type {Record<string, number>} */
+  const errorCodes = {};
   const instance = autocannon({
     url: `http://127.0.0.1:${port}${path}`,
     connections,
     duration,
     headers,
     ...(overallRate === undefined ? {} : { overallRate }),
+    ...(timeout === undefined ? {} : { timeout }),
   });
   instance.on("response", (_client, _status, _bytes, responseTime) => latencies.push(responseTime));
+  instance.on("reqError", (error) => {
+    const code = error?.code ?? (/timed out/.test(error?.message ?? "") ? "timeout" : (error?.message ?? "error"));
+    errorCodes[code] = (errorCodes[code] ?? 0) + 1;
+  });
   const result = await instance;
   const sorted = latencies.sorted();
+  /** @type {Record<string, number>} */
+  const statusCodes = {};
+  for (const [code, stats] of Object.entries(result.statusCodeStats ?? {})) statusCodes[code] = stats.count;
   return {
     requests: result.requests.total,
     rps: result.requests.total / result.duration,
     p50: percentile(sorted, 50),
     p99: percentile(sorted, 99),
     non2xx: result.non2xx,
-    errors: result.errors + result.timeouts,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    statusCodes,
+    errorCodes,
   };
 }
 
@@ -228,6 +359,12 @@ async function measure(server, scenarioName, redis, run) {
       statsBefore === undefined || result.requests === 0 ? undefined : BenchRedis.callsBetween(statsBefore, statsAfter) / result.requests,
   };
   if (entry.redis) {
+    const commands = BenchRedis.commandsBetween(statsBefore, statsAfter);
+    if (result.requests > 0) {
+      measurement.redisCommands = Object.fromEntries(
+        Object.entries(commands).map(([name, { calls, usec }]) => [name, { perRequest: calls / result.requests, usPerCall: usec / calls }]),
+      );
+    }
     // Round trips: the commands clients sent (scripts' inner calls excluded), over a few sequential requests,
     // once the requests the load left queued in the server have reached Redis.
     await redis.settle();
@@ -237,8 +374,66 @@ async function measure(server, scenarioName, redis, run) {
     });
     measurement.rtPerReq = sent.length / config.probeRequests;
     measurement.rtCommands = [...new Set(sent.map((command) => command[0]?.toUpperCase()))];
+    // Execution time of the commands the server sends: a script's time includes the commands it runs, so only the sent ones count.
+    if (result.requests > 0) {
+      const sentNames = new Set(measurement.rtCommands.map((name) => name?.toLowerCase()));
+      let usec = 0;
+      for (const [name, stats] of Object.entries(commands)) if (sentNames.has(name)) usec += stats.usec;
+      measurement.redisExecUs = usec / result.requests;
+    }
   }
   return measurement;
+}
+
+/**
+ * RSS and event-loop delay at a fixed offered rate, the same for every server, in the freshly
+ * started server process (after a warm-up at that rate): equal load, so the figures compare.
+ */
+async function fixedRateCheck(server, redis, run) {
+  const scenario = SCENARIOS[config.loadScenario];
+  const { entry, port, pid } = server;
+  if (redis !== undefined) await redis.flush();
+  const cookie = scenario.cookie && entry.group !== "baseline" ? await freshSession(port, entry) : undefined;
+  const options = { path: scenario.path, cookie, connections: config.fixedConnections, overallRate: config.fixedRate };
+  await load(port, { ...options, duration: config.warmup });
+  server.statsStart();
+  const cpuBefore = cpuMicros(pid);
+  const result = await load(port, { ...options, duration: config.loadDuration });
+  const cpuAfter = cpuMicros(pid);
+  const stats = await server.statsStop();
+  return {
+    kind: "fixed",
+    server: entry.name,
+    run,
+    scenario: config.loadScenario,
+    connections: config.fixedConnections,
+    rate: config.fixedRate,
+    ...result,
+    cpuUs:
+      cpuBefore === undefined || cpuAfter === undefined || result.requests === 0 ? undefined : (cpuAfter - cpuBefore) / result.requests,
+    stats,
+  };
+}
+
+/**
+ * config.hcConnections connections as fast as the server answers, after the scenarios (the
+ * process is warm): errors, p99, and RSS and event-loop delay over that window.
+ */
+async function highConcurrencyCheck(server, redis, run) {
+  const scenario = SCENARIOS[config.loadScenario];
+  const { entry, port } = server;
+  if (redis !== undefined) await redis.flush();
+  const cookie = scenario.cookie && entry.group !== "baseline" ? await freshSession(port, entry) : undefined;
+  server.statsStart();
+  const result = await load(port, {
+    path: scenario.path,
+    cookie,
+    connections: config.hcConnections,
+    duration: config.loadDuration,
+    timeout: config.hcTimeout,
+  });
+  const stats = await server.statsStop();
+  return { kind: "hc", server: entry.name, run, scenario: config.loadScenario, connections: config.hcConnections, ...result, stats };
 }
 
 /** 200 increments of one session, 50 in flight at a time: how many did the store keep? */
@@ -287,7 +482,10 @@ async function scaleCheck(redis, rate) {
   try {
     await redis.flush();
     const cookie = await freshSession(server.port, entry);
-    const [templateKey] = await redis.keys("sess:*");
+    // The one session just created (whatever the store's prefix): the template of the bulk-loaded ones.
+    const keys = await redis.keys("*");
+    if (keys.length !== 1) throw new Error(`expected the one session just created in Redis, found ${keys.length} keys`);
+    const [templateKey] = keys;
     const template = await redis.admin.hgetall(templateKey);
     const expiresAt = Number(template.e);
     // Warm the fresh server up at full speed first, so that the first size measured does not pay for JIT compilation.
@@ -301,7 +499,7 @@ async function scaleCheck(redis, rate) {
       if (sessions > have) {
         const memoryBefore = await redis.usedMemory();
         const started = Date.now();
-        await redis.populate("sess:", template, sessions - have, expiresAt, (done) => {
+        await redis.populate(templateKey, template, sessions - have, expiresAt, (done) => {
           if (sessions - have >= 100_000) log(`  populating: ${done.toLocaleString("en")} / ${(sessions - have).toLocaleString("en")}`);
         });
         if (sessions - have >= 10_000) {
@@ -339,7 +537,7 @@ async function profileServer(name, scenarioName, redis) {
   if (SCENARIOS[scenarioName] === undefined) throw new Error(`unknown scenario ${scenarioName}`);
   const profileDir = join(ROOT, "bench/profiles");
   mkdirSync(profileDir, { recursive: true });
-  const runDir = mkdtempSync(join(os.tmpdir(), "sessionstore-bench-prof-"));
+  const runDir = mkdtempSync(join(os.tmpdir(), "atomic-session-bench-prof-"));
   const server = await startServer(entry, { redis: entry.redis ? redis : undefined, cpuProfDir: runDir });
   let result;
   let window;
@@ -372,6 +570,11 @@ async function main() {
     for (const entry of SERVERS) console.log(`${entry.name.padEnd(20)} ${entry.label}${available(entry) ? `  [${available(entry)}]` : ""}`);
     return;
   }
+  const limit = args["cpu-prof"] === undefined ? await checkFdLimit() : {};
+  if ("exitCode" in limit) {
+    process.exitCode = limit.exitCode;
+    return;
+  }
   if (!args["no-build"]) ensureBuilt({ log });
   const redis = await startRedis();
   const cleanUp = () => redis.stop().catch(() => undefined);
@@ -383,23 +586,28 @@ async function main() {
       console.log(formatProfile(profile.summary, 20));
       return;
     }
-    await benchmark(redis);
+    await benchmark(redis, limit);
   } finally {
     await cleanUp();
   }
 }
 
-async function benchmark(redis) {
+/** The servers to run: all, or `--only` plus bare, express-session and the servers their targets compare them with. */
+function selectServers() {
+  if (args.only === undefined) return SERVERS;
+  const named = args.only.split(",").map((name) => name.trim());
+  for (const name of named) if (!SERVERS.some((entry) => entry.name === name)) throw new Error(`unknown server ${name} (see --list)`);
+  const wanted = new Set(["bare", "express-session", ...named, ...named.flatMap((name) => COMPARED_WITH[name] ?? [])]);
+  return SERVERS.filter((entry) => wanted.has(entry.name));
+}
+
+async function benchmark(redis, { fd, hcSkipped }) {
+  const startedAt = Date.now();
   const scenarios = args.scenarios.split(",").map((name) => name.trim());
   for (const name of scenarios) {
     if (SCENARIOS[name] === undefined) throw new Error(`unknown scenario ${name}: use ${Object.keys(SCENARIOS).join(", ")}`);
   }
-  let selected = SERVERS;
-  if (args.only !== undefined) {
-    const wanted = new Set(["bare", "express-session", ...args.only.split(",").map((name) => name.trim())]);
-    for (const name of wanted) if (!SERVERS.some((entry) => entry.name === name)) throw new Error(`unknown server ${name} (see --list)`);
-    selected = SERVERS.filter((entry) => wanted.has(entry.name));
-  }
+  let selected = selectServers();
   const skipped = [];
   selected = selected.filter((entry) => {
     const reason = available(entry);
@@ -417,18 +625,29 @@ async function benchmark(redis) {
     node: process.version,
     redis: await redis.version(),
     platform: `${os.type()} ${os.release()}`,
+    clockTicks: clockTicksPerSecond(),
     config,
+    ...(fd === undefined ? {} : { fd }),
+    ...(hcSkipped === undefined ? {} : { hcSkipped }),
   };
+  if (hcSkipped !== undefined) log(`! not measuring ${config.hcConnections} connections: ${hcSkipped}`);
+  const measureHc = config.hcConnections !== undefined && hcSkipped === undefined;
   log(
     `${full ? "full" : "short"} run: ${config.runs} run(s) × ${selected.length} servers × ${scenarios.length} scenarios, ` +
       `${config.duration} s each after ${config.warmup} s warm-up, ${config.connections} connections; ` +
-      `load average ${meta.loadAverage.map((value) => value.toFixed(2)).join(" ")} on ${meta.cores} cores`,
+      `load average ${meta.loadAverage.map((value) => value.toFixed(2)).join(" ")} on ${meta.cores} cores` +
+      (config.fixedRate === undefined ? "" : `; ${config.fixedRate} req/s offered to each for RSS and event-loop delay`) +
+      (measureHc ? `; ${config.hcConnections} connections` : "") +
+      (fd?.raisedFrom === undefined ? "" : ` (open-files limit raised from ${fd.raisedFrom} to ${fd.soft})`),
   );
 
   const measurements = [];
   const failures = [];
   const lostUpdates = [];
   const memory = [];
+  const loadRuns = [];
+  const tag = (run, name) => `[run ${run}/${config.runs}] ${name.padEnd(19)}`;
+  const statsText = (stats) => `RSS ${(stats.rss / 2 ** 20).toFixed(1)} MiB  loop delay p99 ${stats.eldP99?.toFixed(2) ?? "—"} ms`;
   for (let run = 1; run <= config.runs; run++) {
     // Interleave: every server once per run, starting from a different one each run.
     const order = selected.map((_, i) => selected[(i + run - 1) % selected.length]);
@@ -447,6 +666,19 @@ async function benchmark(redis) {
         continue;
       }
       try {
+        if (config.fixedRate !== undefined) {
+          try {
+            const check = await fixedRateCheck(server, entry.redis ? redis : undefined, run);
+            loadRuns.push(check);
+            log(
+              `${tag(run, entry.name)} at ${config.fixedRate} req/s offered: ${check.rps.toFixed(0)} req/s  p99 ${check.p99?.toFixed(2)} ms  ${statsText(check.stats)}` +
+                (check.non2xx + check.errors > 0 ? `  ! ${check.non2xx} non-2xx, ${check.errors} errors` : ""),
+            );
+          } catch (error) {
+            log(`! ${entry.name} at a fixed rate: ${error.message}`);
+            failures.push({ server: entry.name, scenario: "fixed rate", run, error: error.message.split("\n")[0] });
+          }
+        }
         for (const scenario of scenarios) {
           try {
             const measurement = await measure(server, scenario, entry.redis ? redis : undefined, run);
@@ -465,18 +697,50 @@ async function benchmark(redis) {
             failures.push({ server: entry.name, scenario, run, error: error.message.split("\n")[0] });
           }
         }
+        // A check that fails is recorded as a failure, not the end of the run.
+        const attempt = async (what, action) => {
+          try {
+            await action();
+          } catch (error) {
+            log(`! ${entry.name} ${what}: ${error.message}`);
+            failures.push({ server: entry.name, scenario: what, run, error: error.message.split("\n")[0] });
+          }
+        };
         if (run === 1 && entry.group !== "baseline" && !args["no-lost-updates"]) {
-          const check = await lostUpdateCheck(server, entry.redis ? redis : undefined);
-          lostUpdates.push(check);
-          log(`[lost updates] ${entry.name}: ${check.applied} of ${check.expected} increments applied`);
+          await attempt("lost updates", async () => {
+            const check = await lostUpdateCheck(server, entry.redis ? redis : undefined);
+            lostUpdates.push(check);
+            log(`[lost updates] ${entry.name}: ${check.applied} of ${check.expected} increments applied`);
+          });
         }
         if (run === 1 && entry.redis && !args["no-memory"]) {
-          const check = await memoryCheck(server, redis);
-          memory.push(check);
-          log(
-            `[memory] ${entry.name}: ${check.withUA.bytes ?? check.withUA.note} bytes per session` +
-              (check.withoutUA === undefined ? "" : ` (${check.withoutUA.bytes} without a User-Agent)`),
-          );
+          await attempt("memory per session", async () => {
+            const check = await memoryCheck(server, redis);
+            memory.push(check);
+            log(
+              `[memory] ${entry.name}: ${check.withUA.bytes ?? check.withUA.note} bytes per session` +
+                (check.withoutUA === undefined ? "" : ` (${check.withoutUA.bytes} without a User-Agent)`),
+            );
+          });
+        }
+        // Last in the process: the requests 2,500 connections leave queued die with it instead of writing into the next check.
+        if (measureHc) {
+          try {
+            const check = await highConcurrencyCheck(server, entry.redis ? redis : undefined, run);
+            loadRuns.push(check);
+            log(
+              `${tag(run, entry.name)} ${config.hcConnections} connections: ${check.rps.toFixed(0)} req/s  p99 ${check.p99?.toFixed(2)} ms  ${statsText(check.stats)}` +
+                `  ${check.non2xx + check.errors === 0 ? "0 errors" : `! ${check.non2xx} non-2xx, ${check.errors} errors (${check.timeouts} timeouts)`}`,
+            );
+          } catch (error) {
+            log(`! ${entry.name} with ${config.hcConnections} connections: ${error.message}`);
+            failures.push({
+              server: entry.name,
+              scenario: `${config.hcConnections} connections`,
+              run,
+              error: error.message.split("\n")[0],
+            });
+          }
         }
       } finally {
         const stderr = server.stderr().trim();
@@ -487,6 +751,7 @@ async function benchmark(redis) {
   }
 
   const table = aggregate(measurements, selected);
+  const { fixedRate, highConcurrency } = aggregateLoads(loadRuns, selected);
   let scale;
   if (!args["no-scale"] && selected.some((entry) => entry.name === "ours-node-redis")) {
     const peak = table.find((row) => row.server === "ours-node-redis" && row.scenario === "increment")?.rps;
@@ -497,7 +762,12 @@ async function benchmark(redis) {
       log(
         `[scale] ours-node-redis p99 with ${config.small.toLocaleString("en")} vs ${config.big.toLocaleString("en")} sessions at ${rate} req/s`,
       );
-      scale = await scaleCheck(redis, rate);
+      try {
+        scale = await scaleCheck(redis, rate);
+      } catch (error) {
+        log(`! the scale test failed: ${error.message}`);
+        failures.push({ server: "ours-node-redis", scenario: "scale test", run: 1, error: error.message.split("\n")[0] });
+      }
     }
   }
 
@@ -512,7 +782,20 @@ async function benchmark(redis) {
     }
   }
 
-  const report = { meta, table, measurements, failures, skipped, lostUpdates, memory, scale, profile };
+  const report = {
+    meta,
+    table,
+    fixedRate,
+    highConcurrency,
+    measurements,
+    loadRuns,
+    failures,
+    skipped,
+    lostUpdates,
+    memory,
+    scale,
+    profile,
+  };
   report.targets = evaluateTargets(report);
   console.log(formatConsole(report));
   if (profile !== undefined) console.log(`\n${formatProfile(profile.summary, 12)}`);
@@ -524,6 +807,7 @@ async function benchmark(redis) {
     writeFileSync(args.json, JSON.stringify(report, null, 2));
     log(`wrote ${args.json}`);
   }
+  log(`finished in ${((Date.now() - startedAt) / 1000).toFixed(0)} s`);
 }
 
 main()

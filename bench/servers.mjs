@@ -38,6 +38,13 @@ export const SERVERS = [
   { name: "ours-node-memory", label: "ours node:http + memory", group: "ours", redis: false, start: (c) => oursNode(c, "memory") },
   { name: "ours-node-sqlite", label: "ours node:http + SQLite", group: "ours", redis: false, start: (c) => oursNode(c, "sqlite") },
   { name: "ours-node-redis", label: "ours node:http + Redis", group: "ours", redis: true, start: (c) => oursNode(c, "redis") },
+  {
+    name: "ours-node-postgres",
+    label: "ours node:http + PostgreSQL",
+    group: "ours",
+    redis: false,
+    start: (c) => oursNode(c, "postgres"),
+  },
   { name: "ours-express-redis", label: "ours Express + Redis", group: "ours", redis: true, start: (c) => oursExpress(c, "redis") },
   {
     name: "ours-fastify-redis",
@@ -157,12 +164,18 @@ async function fastifySession({ redisUrl }) {
 async function oursManager(store, dir, redisUrl) {
   const { SessionManager } = await import("atomic-session");
   let instance;
+  let dropDatabase = async () => {};
   if (store === "memory") {
     const { MemoryStore } = await import("atomic-session/stores/memory");
     instance = new MemoryStore();
   } else if (store === "sqlite") {
     const { SqliteStore } = await import("atomic-session/stores/sqlite");
     instance = new SqliteStore({ path: join(dir, "sessions.db") });
+  } else if (store === "postgres") {
+    const database = await benchDatabase();
+    const { PostgresStore } = await import("atomic-session/stores/postgres");
+    instance = new PostgresStore({ url: database.url });
+    dropDatabase = database.drop;
   } else {
     const { RedisStore } = await import("atomic-session/stores/redis");
     instance = new RedisStore({ url: redisUrl });
@@ -170,7 +183,37 @@ async function oursManager(store, dir, redisUrl) {
   const manager = new SessionManager({ store: instance, secrets: [SECRET] });
   // Fail at start-up, not on the first measured request, when the store is not reachable.
   await manager.checkHealth();
-  return { manager, dispose: async () => instance.dispose?.() };
+  return {
+    manager,
+    dispose: async () => {
+      await instance.dispose?.();
+      await dropDatabase();
+    },
+  };
+}
+
+/**
+ * A database of this server process's own, `atomic_session_bench_<pid>`, on the PostgreSQL server
+ * that DATABASE_URL names (default postgres://postgres@127.0.0.1:5432/postgres), dropped on close.
+ */
+async function benchDatabase() {
+  const { default: pg } = await import("pg");
+  const server = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+  const name = `atomic_session_bench_${process.pid}`;
+  const admin = async (statement) => {
+    const client = new pg.Client({ connectionString: server });
+    await client.connect();
+    try {
+      await client.query(statement);
+    } finally {
+      await client.end();
+    }
+  };
+  await admin(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+  await admin(`CREATE DATABASE "${name}"`);
+  const url = new URL(server);
+  url.pathname = `/${name}`;
+  return { url: url.toString(), drop: () => admin(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`) };
 }
 
 /** The visit counter on any of our adapters: what the handler does with the session. */

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { createClient, type RedisClientType } from "redis";
+import { createTestDatabase } from "./postgres.js";
 import { type RedisServer, startRedisServer } from "./redis-server.js";
 import { tempDir } from "./server-process.js";
 
@@ -127,3 +128,41 @@ export async function redisSetup(db = 3): Promise<ServerStoreSetup & { redis: Re
     },
   };
 }
+
+/** A PostgreSQL setup: a database of its own on the shared server, dropped by `close()`. */
+export async function postgresSetup(): Promise<ServerStoreSetup> {
+  const database = await createTestDatabase("server");
+  const table = '"public"."atomic_session"';
+  const rows = async <T>(sql: string, values: unknown[] = []): Promise<T[]> => {
+    // The server creates the table on its first request: before that, there is nothing.
+    const exists = await database.pool.query("SELECT to_regclass('public.atomic_session') IS NOT NULL AS present");
+    if (exists.rows[0]?.present !== true) return [];
+    return (await database.pool.query(sql, values)).rows as T[];
+  };
+  return {
+    name: "postgres",
+    persistent: true,
+    shared: true,
+    env: { DATABASE_URL: database.url },
+    dump: async () => JSON.stringify(await rows(`SELECT * FROM ${table}`)),
+    count: async () =>
+      Number((await rows<{ n: string }>(`SELECT count(*) AS n FROM ${table} WHERE expires_at > $1`, [Date.now()]))[0]?.n ?? 0),
+    holds: async (storeKey) => (await rows(`SELECT 1 FROM ${table} WHERE key = $1`, [storeKey])).length > 0,
+    corruptions: {
+      "a field that is not JSON": async (storeKey) =>
+        void (await rows(`UPDATE ${table} SET fields = jsonb_set(fields, '{visitCount}', '"{not json"') WHERE key = $1`, [storeKey])),
+    },
+    close: () => database.drop(),
+  };
+}
+
+/** Every store the reference server can run on, for tests that hold for all of them. */
+export const everyStore: [string, () => Promise<ServerStoreSetup>][] = [
+  ["memory", memorySetup],
+  ["sqlite", sqliteSetup],
+  ["redis", () => redisSetup(0)],
+  ["postgres", postgresSetup],
+];
+
+/** The stores that keep sessions outside the server process and index them by user. */
+export const sharedStores = everyStore.filter(([name]) => name !== "memory");

@@ -14,8 +14,9 @@ export function areaOf({ functionName, url }) {
     return "native";
   }
   const source = decodeURIComponent(url.replace(/^file:\/\//, ""));
-  const ours = /\/dist\/src\/(.+)\.js$/.exec(source);
-  if (ours !== null) return `sessionstore ${ours[1]}`;
+  // The library's built files: packages/atomic-session/dist/… (the workspace link resolves to it) or an installed copy.
+  const ours = /\/atomic-session\/dist\/(.+)\.js$/.exec(source);
+  if (ours !== null) return `atomic-session ${ours[1]}`;
   const packagePath = source.lastIndexOf("/node_modules/");
   if (packagePath !== -1) {
     const parts = source.slice(packagePath + "/node_modules/".length).split("/");

@@ -45,7 +45,7 @@ async function freePort() {
 export async function startRedis() {
   const binary = findOnPath("redis-server");
   if (binary === undefined) throw new Error("redis-server was not found on PATH: install it with `apt-get install -y redis-server`");
-  const dir = mkdtempSync(join(tmpdir(), "sessionstore-bench-redis-"));
+  const dir = mkdtempSync(join(tmpdir(), "atomic-session-bench-redis-"));
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
     let output = "";
@@ -112,17 +112,19 @@ export class BenchRedis {
   }
 
   /**
-   * Calls per command from INFO commandstats (INFO itself left out). Redis counts the
-   * commands scripts run too, so the total is "work", not round trips.
-   * @returns {Promise<Map<string, number>>}
+   * Calls and microseconds spent executing, per command, from INFO commandstats (INFO itself
+   * left out). Redis counts the commands scripts run too (and their time inside the script's
+   * own), so the call total is "work", not round trips; `usec` is execution time only: reading,
+   * parsing and answering a round trip are in the process's CPU time, not here.
+   * @returns {Promise<Map<string, { calls: number; usec: number }>>}
    */
   async commandStats() {
     const info = await this.admin.info("commandstats");
     const stats = new Map();
-    for (const match of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    for (const match of info.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
       const name = match[1];
       if (name === "info" || name.startsWith("info|")) continue;
-      stats.set(name, Number(match[2]));
+      stats.set(name, { calls: Number(match[2]), usec: Number(match[3]) });
     }
     return stats;
   }
@@ -145,8 +147,23 @@ export class BenchRedis {
   /** Commands counted between two commandStats() snapshots. */
   static callsBetween(before, after) {
     let total = 0;
-    for (const [name, calls] of after) total += calls - (before.get(name) ?? 0);
+    for (const [name, { calls }] of after) total += calls - (before.get(name)?.calls ?? 0);
     return total;
+  }
+
+  /**
+   * Per command between two commandStats() snapshots: calls and execution microseconds, only
+   * the commands that ran (`evalsha` includes the time of the commands its script ran).
+   * @returns {Record<string, { calls: number; usec: number }>}
+   */
+  static commandsBetween(before, after) {
+    /** @type {Record<string, { calls: number; usec: number }>} */
+    const out = {};
+    for (const [name, { calls, usec }] of after) {
+      const was = before.get(name) ?? { calls: 0, usec: 0 };
+      if (calls > was.calls) out[name] = { calls: calls - was.calls, usec: usec - was.usec };
+    }
+    return out;
   }
 
   /**
@@ -216,24 +233,31 @@ export class BenchRedis {
   }
 
   /**
-   * Adds `count` copies of the hash `template` under random keys `prefix` + base64url(32 bytes)
-   * (the shape of our store keys), each with PEXPIREAT `expiresAt`: pipelined HSET + PEXPIREAT
-   * in batches, so that a million keys take seconds.
-   * @param {string} prefix
+   * Adds `count` copies of the hash `template` under random keys shaped like `like` (its prefix
+   * up to the last ':', then as many base64url characters as it has after it), each with
+   * PEXPIREAT `expiresAt`: pipelined HSET + PEXPIREAT in batches, so that a million keys take seconds.
+   * @param {string} like a real session key, e.g. `as:a0V0HM17ddfp1luUyNYuM4hSvQKPs9AL`
    * @param {Record<string, string>} template
    * @param {number} count
    * @param {number} expiresAt
    * @param {(done: number) => void} [progress]
    */
-  async populate(prefix, template, count, expiresAt, progress) {
+  async populate(like, template, count, expiresAt, progress) {
     const pairs = Object.entries(template).flat();
+    if (pairs.length === 0) throw new Error(`populate: the template session ${like} has no fields`);
+    const prefix = like.slice(0, like.lastIndexOf(":") + 1);
+    const idLength = like.length - prefix.length;
+    const bytes = Math.ceil((idLength * 3) / 4);
     const BATCH = 5000;
     for (let done = 0; done < count; ) {
       const size = Math.min(BATCH, count - done);
-      const ids = randomBytes(32 * size);
+      const ids = randomBytes(bytes * size);
       const pipeline = this.admin.pipeline();
       for (let i = 0; i < size; i++) {
-        const key = `${prefix}${ids.subarray(i * 32, i * 32 + 32).toString("base64url")}`;
+        const key = `${prefix}${ids
+          .subarray(i * bytes, (i + 1) * bytes)
+          .toString("base64url")
+          .slice(0, idLength)}`;
         pipeline.hset(key, ...pairs);
         pipeline.pexpireat(key, expiresAt);
       }

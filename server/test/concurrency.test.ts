@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { storeKeyOf } from "../../packages/atomic-session/src/core/ids.js";
 import { CookieJar, ServerProcess } from "../../test-support/server-process.js";
-import { memorySetup, redisSetup, type ServerStoreSetup, sqliteSetup } from "../../test-support/server-stores.js";
+import { everyStore, type ServerStoreSetup } from "../../test-support/server-stores.js";
 
 /** Runs `tasks` with at most `limit` in flight, like a load generator with 50 connections. */
 async function inBatches<T>(count: number, limit: number, task: (i: number) => Promise<T>): Promise<T[]> {
@@ -24,11 +24,7 @@ function visitNumber(body: string): number {
   return Number(match[1]);
 }
 
-const setups: [string, () => Promise<ServerStoreSetup>][] = [
-  ["memory", memorySetup],
-  ["sqlite", sqliteSetup],
-  ["redis", () => redisSetup(0)],
-];
+const setups = everyStore;
 
 for (const [name, makeSetup] of setups) {
   describe(`no lost updates on ${name}`, () => {

@@ -5,13 +5,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CookieJar, ServerProcess } from "../../test-support/server-process.js";
-import { memorySetup, redisSetup, type ServerStoreSetup, sqliteSetup } from "../../test-support/server-stores.js";
+import { everyStore, type ServerStoreSetup, sqliteSetup } from "../../test-support/server-stores.js";
 
-const setups: [string, () => Promise<ServerStoreSetup>][] = [
-  ["memory", memorySetup],
-  ["sqlite", sqliteSetup],
-  ["redis", () => redisSetup(0)],
-];
+const setups = everyStore;
 
 for (const [name, makeSetup] of setups) {
   describe(`reference server on ${name}`, () => {

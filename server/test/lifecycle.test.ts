@@ -2,7 +2,7 @@ import { request } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { storeKeyOf } from "../../packages/atomic-session/src/core/ids.js";
 import { CookieJar, ServerProcess } from "../../test-support/server-process.js";
-import { memorySetup, redisSetup, type ServerStoreSetup, sqliteSetup } from "../../test-support/server-stores.js";
+import { everyStore, type ServerStoreSetup } from "../../test-support/server-stores.js";
 
 const SECRET_OLD = "old-secret-0123456789-0123456789-0123";
 const SECRET_NEW = "new-secret-0123456789-0123456789-0123";
@@ -25,11 +25,7 @@ function rawStatus(
   });
 }
 
-const setups: [string, () => Promise<ServerStoreSetup>][] = [
-  ["memory", memorySetup],
-  ["sqlite", sqliteSetup],
-  ["redis", () => redisSetup(0)],
-];
+const setups = everyStore;
 
 for (const [name, makeSetup] of setups) {
   describe(`session lifecycle over HTTP on ${name}`, () => {

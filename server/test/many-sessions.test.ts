@@ -9,14 +9,11 @@ import { openSession } from "atomic-session/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../../packages/atomic-session/test/cli/run.js";
 import { CookieJar, ServerProcess } from "../../test-support/server-process.js";
-import { redisSetup, type ServerStoreSetup, sqliteSetup } from "../../test-support/server-stores.js";
+import { type ServerStoreSetup, sharedStores } from "../../test-support/server-stores.js";
 
 const COUNT = 10_000;
 
-const setups: [string, () => Promise<ServerStoreSetup>][] = [
-  ["sqlite", sqliteSetup],
-  ["redis", () => redisSetup(0)],
-];
+const setups = sharedStores;
 
 /** `count` sessions of `user`, written through the library into the store the server uses. */
 async function seed(store: SessionStore, user: string, count: number): Promise<void> {
@@ -49,7 +46,11 @@ for (const [name, makeSetup] of setups) {
     it("GET /sessions lists them all; DELETE /sessions/:handle ends one; POST /logout-all ends every one", async () => {
       const jar = new CookieJar();
       expect((await jar.login(server.url, "ada", "this-device")).status).toBe(200);
-      const listed = (await (await jar.fetch(`${server.url}/sessions`)).json()) as { handle: string; current: boolean; userAgent: string }[];
+      const listed = (await (await jar.fetch(`${server.url}/sessions`)).json()) as {
+        handle: string;
+        current: boolean;
+        userAgent: string;
+      }[];
       expect(listed).toHaveLength(COUNT);
       expect(listed.filter((entry) => entry.current).map((entry) => entry.userAgent)).toEqual(["this-device"]);
       const other = listed.find((entry) => !entry.current) as { handle: string };

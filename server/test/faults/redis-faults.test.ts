@@ -182,15 +182,12 @@ describe("reference server against a single faulty Redis", () => {
       await expectUnavailable(() => jar.fetch(`${server.url}/session`));
       await expectUnavailable(() => fetch(`${server.url}/healthz`));
 
-      // 2,000 requests against the frozen Redis. Each one's command stays in node-redis's
-      // queue after its 503 (Redis may still answer it); past the store's cap of 1,000 the
-      // rest are refused at once instead of piling up in memory.
-      const errorsBefore = storeErrors(server).length;
+      // 2,000 requests against the frozen Redis, each a 503 at the deadline. Each one's command
+      // stays held for Redis after its 503 (Redis may still answer it), within the store's
+      // memory bound (64 MiB; these hold well under 1 MiB): load is shed by the deadline, not by
+      // a command count.
       const statuses = await inBatches(2_000, 200, async () => status(`${server.url}/session`, { headers: { cookie } }));
       expect(statuses.every((code) => code === 503)).toBe(true);
-      const errors = storeErrors(server).slice(errorsBefore);
-      expect(errors.filter((message) => /queue is full/i.test(message)).length).toBeGreaterThan(0);
-      expect(errors.filter((message) => /did not answer/.test(message)).length).toBeLessThanOrEqual(1_000);
     } finally {
       redis.resume();
     }

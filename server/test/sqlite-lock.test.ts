@@ -1,0 +1,95 @@
+/**
+ * The reference server on SQLite while another process holds the file's write lock for 6 s:
+ * `GET /metrics` answers at once (the event loop is not frozen, even while a request waits
+ * for the lock), `GET /` answers 503 within the store deadline, and 200 again once the lock
+ * is free, without a restart and without the refused visits counted.
+ */
+import { once } from "node:events";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, describe, expect, it } from "vitest";
+import { spawnTracked } from "../../test-support/processes.js";
+import { CookieJar, ServerProcess, tempDir } from "../../test-support/server-process.js";
+
+const repositoryRoot = fileURLToPath(new URL("../../", import.meta.url));
+const LOCK_MS = 6_000;
+const STORE_TIMEOUT_MS = 1_000;
+
+/** A child process that takes the write lock on `file`, says so, and releases it after `ms`. */
+async function holdWriteLock(file: string, ms: number): Promise<{ released: Promise<void> }> {
+  const script = `
+    const [file, ms] = process.argv.slice(1);
+    const { default: Database } = await import("better-sqlite3");
+    const db = new Database(file);
+    db.exec("BEGIN IMMEDIATE");
+    process.stdout.write("locked\\n");
+    setTimeout(() => { db.exec("COMMIT"); db.close(); process.stdout.write("released\\n"); }, Number(ms));
+  `;
+  const { child } = spawnTracked(process.execPath, ["--input-type=module", "-e", script, file, String(ms)], repositoryRoot);
+  let stdout = "";
+  const seen = (line: string) =>
+    new Promise<void>((resolve, reject) => {
+      child.stdout?.on("data", (chunk: Buffer) => {
+        stdout += chunk.toString("utf8");
+        if (stdout.includes(`${line}\n`)) resolve();
+      });
+      child.once("exit", (code) => (stdout.includes(`${line}\n`) ? resolve() : reject(new Error(`lock holder exited with ${code}`))));
+    });
+  const locked = seen("locked");
+  const released = seen("released");
+  released.catch(() => undefined);
+  await locked;
+  return { released: released.then(async () => void (child.exitCode === null && (await once(child, "exit")))) };
+}
+
+async function timedFetch(fetching: Promise<Response>): Promise<{ ms: number; response: Response; body: string }> {
+  const started = performance.now();
+  const response = await fetching;
+  const body = await response.text();
+  return { ms: performance.now() - started, response, body };
+}
+
+let server: ServerProcess | undefined;
+afterAll(async () => {
+  await server?.stop();
+});
+
+describe("the reference server on SQLite while another process holds the write lock", () => {
+  it("answers /metrics at once, 503 on / within the deadline, then 200 again once the lock is free", async () => {
+    const file = path.join(tempDir("server-sqlite-lock"), "sessions.db");
+    server = await ServerProcess.start({ SQLITE_PATH: file, STORE_TIMEOUT_MS: String(STORE_TIMEOUT_MS) });
+    const jar = new CookieJar();
+    expect(await jar.text(`${server.url}/`)).toBe("Hello World #0\n");
+
+    const lock = await holdWriteLock(file, LOCK_MS);
+    const lockedAt = performance.now();
+
+    const metrics = await timedFetch(fetch(`${server.url}/metrics`));
+    expect(metrics.response.status).toBe(200);
+    expect(metrics.ms).toBeLessThan(300);
+
+    // While a visit waits for the lock, the server answers /metrics: its event loop runs on.
+    const waiting = timedFetch(jar.fetch(`${server.url}/`));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const meanwhile = await timedFetch(fetch(`${server.url}/metrics`));
+    expect(meanwhile.response.status).toBe(200);
+    expect(meanwhile.ms).toBeLessThan(300);
+    const refused = await waiting;
+    expect(refused.response.status).toBe(503);
+    expect(refused.response.headers.get("retry-after")).toBe("1");
+    expect(refused.ms).toBeLessThan(STORE_TIMEOUT_MS + 500);
+
+    const again = await timedFetch(jar.fetch(`${server.url}/`));
+    expect(again.response.status).toBe(503);
+    expect(again.ms).toBeLessThan(STORE_TIMEOUT_MS + 500);
+    // Everything above happened while the lock was held.
+    expect(performance.now() - lockedAt).toBeLessThan(LOCK_MS - 1_000);
+
+    await lock.released;
+    const after = await timedFetch(jar.fetch(`${server.url}/`));
+    expect(after.response.status).toBe(200);
+    // #1: the two refused visits were never counted, not even once the lock was free.
+    expect(after.body).toBe("Hello World #1\n");
+    expect(after.ms).toBeLessThan(1_000);
+  }, 30_000);
+});
