@@ -364,7 +364,8 @@ const DEADLINE_GRANULARITY_MS = 10;
  * (on the monotonic clock) come in the order calls start: a queue, checked by one timer that fires at most every
  * {@link DEADLINE_GRANULARITY_MS}, replaces a timer per call (setting and clearing one was a
  * measurable share of a request's CPU). Settled calls stay in the queue until their deadline
- * passes, marked; the timer stops when no call is in flight.
+ * passes, marked; the timer stops when no call is in flight. A call expires only after the
+ * event loop has read what its sockets already received.
  */
 class Deadlines {
   readonly #queue: PendingCall[] = [];
@@ -396,11 +397,19 @@ class Deadlines {
     this.#timer = undefined;
     const now = performance.now();
     const queue = this.#queue;
+    const due: PendingCall[] = [];
     while (this.#head < queue.length) {
       const call = queue[this.#head] as PendingCall;
       if (!call.settled && call.deadline > now) break;
       this.#head++;
-      if (!call.settled) call.expire();
+      if (!call.settled) due.push(call);
+    }
+    // Timers run before the event loop reads sockets: an answer that already arrived (a busy
+    // process reads late, not a slow store) gets one turn of I/O to settle its call first.
+    if (due.length > 0) {
+      setImmediate(() => {
+        for (const call of due) if (!call.settled) call.expire();
+      });
     }
     // Drop the expired front once it outweighs the rest, so the queue does not grow for ever.
     if (this.#head > 1024 && this.#head * 2 > queue.length) {

@@ -35,14 +35,14 @@ describe("store deadlines", () => {
     const second = openSession(manager, cookie)
       .session.exists()
       .catch((error: unknown) => ({ error, at: performance.now() - started }));
-    const [a, b] = (await Promise.all([first, second])) as { error: unknown; at: number }[];
-    expect(a?.error).toBeInstanceOf(StoreUnavailableError);
-    expect(b?.error).toBeInstanceOf(StoreUnavailableError);
-    expect((a?.error as StoreUnavailableError).timedOut).toBe(true);
-    expect(a?.at).toBeGreaterThanOrEqual(295);
-    expect(a?.at).toBeLessThan(450);
-    expect(b?.at).toBeGreaterThanOrEqual(445);
-    expect(b?.at).toBeLessThan(650);
+    const [a, b] = (await Promise.all([first, second])) as [{ error: unknown; at: number }, { error: unknown; at: number }];
+    expect(a.error).toBeInstanceOf(StoreUnavailableError);
+    expect(b.error).toBeInstanceOf(StoreUnavailableError);
+    expect((a.error as StoreUnavailableError).timedOut).toBe(true);
+    expect(a.at).toBeGreaterThanOrEqual(295);
+    expect(a.at).toBeLessThan(450);
+    expect(b.at).toBeGreaterThanOrEqual(445);
+    expect(b.at).toBeLessThan(650);
   });
 
   it("a call that answers in time is not failed by a deadline that passes later", async () => {
