@@ -1,4 +1,6 @@
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { once } from "node:events";
+import { createConnection, type Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { SessionManager, type SessionStore, StoreUnavailableError } from "atomic-session";
@@ -52,6 +54,44 @@ describe("store deadlines", () => {
     );
     expect(results.every((result) => result.status === "fulfilled")).toBe(true);
     await new Promise((resolve) => setTimeout(resolve, 300));
+  });
+
+  it("an answer that arrived while the process was busy settles its call, even past the deadline", async () => {
+    // A store whose ping is answered by an echo server in another process: the reply sits in
+    // this process's socket while it blocks its event loop for longer than the deadline.
+    const echo = spawn(
+      process.execPath,
+      ["-e", `const s = require("node:net").createServer((c) => c.pipe(c)).listen(0, "127.0.0.1", () => console.log(s.address().port));`],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    const [line] = (await once(echo.stdout, "data")) as [Buffer];
+    const port = Number(line.toString().trim());
+    const client: Socket = await new Promise((resolve) => {
+      const socket = createConnection({ port, host: "127.0.0.1" }, () => resolve(socket));
+    });
+    client.on("error", () => {});
+    const store = new MemoryStore();
+    const echoing: SessionStore = Object.assign(Object.create(store) as SessionStore, {
+      kind: "echo",
+      ping: () =>
+        new Promise<void>((resolve) => {
+          client.once("data", () => resolve());
+          client.write("x");
+        }),
+    });
+    try {
+      const manager = new SessionManager({ store: echoing, storeTimeoutMs: 100 });
+      const health = manager.checkHealth();
+      const until = performance.now() + 300;
+      while (performance.now() < until) {
+        // busy: the echo arrives meanwhile, unread
+      }
+      await expect(health).resolves.toBeUndefined();
+    } finally {
+      client.destroy();
+      echo.kill();
+      await store.dispose();
+    }
   });
 
   it("keeps no timer once no call is in flight: a process exits as soon as its work is done", async () => {
