@@ -161,7 +161,7 @@ export async function startRedisSentinel(options: RedisSentinelOptions = {}): Pr
       async waitForReplication(timeoutMs = 1_000) {
         const port = await currentMasterPort();
         const [, acknowledged] = await commandsOn(port, [
-          ["SET", "sessionstore-test:replicated", "1", "PX", "60000"],
+          ["SET", "atomic-session-test:replicated", "1", "PX", "60000"],
           ["WAIT", "1", String(timeoutMs)],
         ]);
         if (Number(acknowledged) < 1) throw new Error(`the replica did not acknowledge the writes within ${timeoutMs} ms`);

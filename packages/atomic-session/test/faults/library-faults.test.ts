@@ -11,12 +11,13 @@ import { sessionMiddleware } from "atomic-session/express";
 import { withSessions } from "atomic-session/node";
 import { MemoryStore } from "atomic-session/stores/memory";
 import { type IoRedisClient, type NodeRedisClient, RedisStore } from "atomic-session/stores/redis";
-import { cookiePair, openSession } from "atomic-session/testing";
+import { cookiePair, metaFor, newKey, openSession } from "atomic-session/testing";
 import express from "express";
 import { Redis } from "ioredis";
 import { createClient } from "redis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, startRedisServer } from "../../../../test-support/redis-server.js";
+import { MAX_PENDING_BYTES } from "../../src/stores/redis/connect.js";
 
 const DEADLINE_MS = 500;
 /** Slack for a loaded 2-core machine. */
@@ -184,7 +185,19 @@ describe("RedisStore built from a URL, against a frozen Redis", () => {
     await redis?.stop();
   });
 
-  it("holds a bounded number of commands for Redis: past the cap, calls fail at once instead of piling up", async () => {
+  const healthy = (manager: SessionManager) =>
+    expect
+      .poll(
+        () =>
+          manager.checkHealth().then(
+            () => true,
+            () => false,
+          ),
+        { timeout: RECOVERY_MS, interval: 100 },
+      )
+      .toBe(true);
+
+  it("sheds load by the deadline, not by a command count: 3,000 calls all end at the deadline, none refused", async () => {
     const manager = new SessionManager({ store, storeTimeoutMs: DEADLINE_MS });
     await manager.checkHealth();
     redis.pause();
@@ -196,25 +209,43 @@ describe("RedisStore built from a URL, against a frozen Redis", () => {
       redis.resume();
     }
     expect(outcomes.every(({ error }) => error instanceof StoreUnavailableError)).toBe(true);
-    const timedOut = outcomes.filter(({ error }) => /did not answer/.test((error as Error).message));
-    const refused = outcomes.filter(({ error }) => /queue is full/i.test((error as Error).message));
-    expect(timedOut.length + refused.length).toBe(calls);
-    // Every command held for the frozen server counts against the cap, answered or not.
-    expect(timedOut.length).toBeGreaterThan(0);
-    expect(timedOut.length).toBeLessThanOrEqual(1_000);
-    for (const { ms } of refused) expect(ms).toBeLessThan(DEADLINE_MS);
-    // Once Redis answers again, the queue drains and calls succeed.
-    await expect
-      .poll(
-        () =>
-          manager.checkHealth().then(
-            () => true,
-            () => false,
-          ),
-        { timeout: RECOVERY_MS, interval: 100 },
-      )
-      .toBe(true);
+    expect(outcomes.filter(({ error }) => (error as StoreUnavailableError).timedOut)).toHaveLength(calls);
+    for (const { ms } of outcomes) expect(ms).toBeLessThan(DEADLINE_MS + MARGIN_MS);
+    await healthy(manager);
   });
+
+  it("bounds the memory of commands held for a frozen Redis: past the bound, calls fail at once; once it answers, they work", async () => {
+    const manager = new SessionManager({ store, storeTimeoutMs: DEADLINE_MS });
+    await manager.checkHealth();
+    const megabyte = JSON.stringify("x".repeat(1_048_576 - 2));
+    const creates = Math.ceil(MAX_PENDING_BYTES / 1_048_576) + 16;
+    redis.pause();
+    let outcomes: { error: unknown; ms: number }[];
+    try {
+      // Straight to the store (the manager would refuse sessions over its 64 KiB cap): 1 MiB each.
+      const held = Array.from({ length: creates }, () =>
+        elapsed(() => store.create(newKey(), { meta: metaFor(Date.now()), fields: new Map([["big", megabyte]]) })),
+      );
+      await delay(DEADLINE_MS);
+      redis.resume();
+      outcomes = await Promise.all(held);
+    } finally {
+      redis.resume();
+    }
+    const refused = outcomes.filter(({ error }) => error !== undefined);
+    const written = outcomes.filter(({ error }) => error === undefined);
+    expect(written.length).toBeLessThanOrEqual(MAX_PENDING_BYTES / 1_048_576);
+    expect(written.length).toBeGreaterThan(MAX_PENDING_BYTES / 1_048_576 / 2);
+    expect(refused.length).toBeGreaterThanOrEqual(16);
+    for (const { error, ms } of refused) {
+      expect(String(error)).toMatch(/refusing more until it does/);
+      // At once, while Redis was still frozen: not at a deadline.
+      expect(ms).toBeLessThan(DEADLINE_MS);
+    }
+    // The ones it held were written once Redis answered.
+    for (const { ms } of written) expect(ms).toBeGreaterThanOrEqual(DEADLINE_MS - 50);
+    await healthy(manager);
+  }, 60_000);
 });
 
 /** `store`, except that every write but `rotate` and `destroy` fails, as if Redis died mid-request. */

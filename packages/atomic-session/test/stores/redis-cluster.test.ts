@@ -1,9 +1,9 @@
 /**
  * The Redis store on a real Redis Cluster (3 masters, 3 replicas): the conformance suites with
- * node-redis `createCluster` and ioredis `Cluster`, sessions spread over every master, slot
- * moves (MOVED/ASK), a master killed under live sessions, and the reference server on
- * `REDIS_CLUSTER`. One cluster serves the whole file; the failover tests come last and
- * restart the node they killed (it rejoins as a replica).
+ * the store-built client (`cluster`), node-redis `createCluster` and ioredis `Cluster`, sessions
+ * spread over every master, a user's 10,000 sessions, slot moves (MOVED/ASK), a master killed
+ * under live sessions, and the reference server on `REDIS_CLUSTER`. One cluster serves the whole
+ * file; the failover tests come last and restart the node they killed (it rejoins as a replica).
  */
 
 import type { SessionManager, SessionStore, StoredSession } from "atomic-session";
@@ -25,13 +25,14 @@ import { Cluster } from "ioredis";
 import { createCluster } from "redis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ClusterNode, type RedisCluster, startRedisCluster } from "../../../../test-support/redis-cluster.js";
-import { redisBackendView } from "../../../../test-support/redis-harness.js";
+import { populateUser, redisBackendView } from "../../../../test-support/redis-harness.js";
 import { CookieJar, ServerProcess } from "../../../../test-support/server-process.js";
 import { storeKeyOf } from "../../src/core/ids.js";
 
 type NodeRedisCluster = ReturnType<typeof createCluster>;
+type Flavor = "store-built" | "node-redis" | "ioredis";
 
-const PREFIX = "sess:";
+const PREFIX = "as:";
 const HOUR = 3_600_000;
 const STORE_TIMEOUT_MS = 1_000;
 
@@ -81,13 +82,14 @@ function record(fields: Record<string, string> = {}, meta = metaFor(Date.now()))
 
 const noTouch = () => ({ now: Date.now(), idleTimeoutMs: HOUR, touchIntervalMs: HOUR });
 
-/** A store (and a second one) on injected cluster clients of one flavour, and an admin client that routes by key. */
-function openHarness(flavor: "node-redis" | "ioredis"): () => Promise<StoreHarness> {
+/** A store (and a second one) of one flavour, and an admin client that routes by key. */
+function openHarness(flavor: Flavor): () => Promise<StoreHarness> {
   return async () => {
     const cluster = await sharedCluster();
     const admin = await nodeRedisCluster(cluster);
     const closers: (() => Promise<unknown>)[] = [];
     const connect = async (): Promise<SessionStore> => {
+      if (flavor === "store-built") return new RedisStore({ cluster: cluster.addresses });
       if (flavor === "node-redis") {
         const client = await nodeRedisCluster(cluster);
         closers.push(() => client.close());
@@ -113,10 +115,15 @@ function openHarness(flavor: "node-redis" | "ioredis"): () => Promise<StoreHarne
   };
 }
 
-describeStoreConformance("redis cluster (node-redis createCluster)", openHarness("node-redis"));
-describeStoreConformance("redis cluster (ioredis Cluster)", openHarness("ioredis"));
-describeSessionConformance("redis cluster (node-redis createCluster)", openHarness("node-redis"));
-describeSessionConformance("redis cluster (ioredis Cluster)", openHarness("ioredis"));
+const FLAVORS: [Flavor, string][] = [
+  ["store-built", "store-built from cluster seed nodes"],
+  ["node-redis", "node-redis createCluster"],
+  ["ioredis", "ioredis Cluster"],
+];
+for (const [flavor, label] of FLAVORS) {
+  describeStoreConformance(`redis cluster (${label})`, openHarness(flavor));
+  describeSessionConformance(`redis cluster (${label})`, openHarness(flavor));
+}
 
 /** Keys of one store spread until every master holds at least `perMaster` of them. */
 async function keysOnEveryMaster(cluster: RedisCluster, prefix: string, perMaster: number): Promise<string[]> {
@@ -158,16 +165,16 @@ describe("redis store on a cluster: keys, users and counts across masters", () =
         const owners = new Set(await Promise.all(keys.map(async (key) => (await cluster.masterFor(prefix + key)).port)));
         expect(owners.size).toBe(3);
 
-        const listed = await store.listByUser?.(user, Date.now());
-        expect(listed?.map((entry) => entry.key).sort()).toEqual([...keys].sort());
-        expect(await store.count?.(Date.now())).toBe(keys.length + 1);
+        const listed = await store.listUserSessions(user, Date.now());
+        expect(listed.map((entry) => entry.key).sort()).toEqual([...keys].sort());
+        expect(await store.count(Date.now())).toBe(keys.length + 1);
         await store.ping();
 
-        expect((await store.destroyByUser?.(user, Date.now()))?.sort()).toEqual([...keys].sort());
-        expect(await store.listByUser?.(user, Date.now())).toEqual([]);
-        expect(await store.count?.(Date.now())).toBe(1);
-        for (const key of keys.slice(0, 5)) expect(await store.load(key, noTouch())).toBeUndefined();
-        expect(await store.load(anonymous, noTouch())).toBeDefined();
+        expect((await store.revokeUserSessions(user, Date.now())).sort()).toEqual([...keys].sort());
+        expect(await store.listUserSessions(user, Date.now())).toEqual([]);
+        expect(await store.count(Date.now())).toBe(1);
+        for (const key of keys.slice(0, 5)) expect(await store.load(key, noTouch())).toBe("gone");
+        expect(typeof (await store.load(anonymous, noTouch()))).toBe("object");
       } finally {
         await store.dispose();
         await node?.close();
@@ -175,6 +182,35 @@ describe("redis store on a cluster: keys, users and counts across masters", () =
       }
     });
   }
+
+  it("lists and revokes a user's 10,000 sessions spread over every master, dropping members that died behind the index's back", async () => {
+    const prefix = "many-users:";
+    const store = new RedisStore({ cluster: cluster.addresses, prefix });
+    const admin = await nodeRedisCluster(cluster);
+    try {
+      const { live, rebound } = await populateUser(store, "many", 10_000, {
+        del: (key) => admin.del(prefix + key),
+        hSet: (key, field, value) => admin.hSet(prefix + key, field, value),
+        set: (key, value) => admin.set(prefix + key, value),
+        pExpire: (key, ms) => admin.pExpire(prefix + key, ms),
+      });
+      const listed = await store.listUserSessions("many", Date.now());
+      expect(listed).toHaveLength(live.length);
+      expect(new Set(listed.map((entry) => entry.key))).toEqual(new Set(live));
+      // Pruned as it read: a second listing finds only the live ones in the index.
+      const again = await store.listUserSessions("many", Date.now());
+      expect(again).toHaveLength(live.length);
+      const revoked = await store.revokeUserSessions("many", Date.now());
+      expect(revoked.sort()).toEqual([...live].sort());
+      expect(await store.listUserSessions("many", Date.now())).toEqual([]);
+      for (const key of live.slice(0, 20)) expect(await store.load(key, noTouch())).toBe("gone");
+      const survivor = await store.load(rebound, noTouch());
+      expect(typeof survivor === "object" && survivor.meta.userId).toBe("someone-else");
+    } finally {
+      await store.dispose();
+      await admin.close();
+    }
+  }, 180_000);
 
   it("counts and pings through an ioredis Cluster that has not connected yet (lazyConnect)", async () => {
     const io = new Cluster(cluster.rootNodes, { lazyConnect: true });
@@ -227,7 +263,8 @@ describe("redis store on a cluster: keys, users and counts across masters", () =
         await cluster.command(master, ["CLUSTER", "SETSLOT", String(slot), "NODE", targetId]);
       }
       for (const store of stores) await store.increment(key, "n", 1, at(Date.now()));
-      expect((await stores[2]?.load(key, noTouch()))?.fields.get("n")).toBe("9");
+      const loaded = await stores[2]?.load(key, noTouch());
+      expect(typeof loaded === "object" && loaded.fields.get("n")).toBe("9");
       expect((await cluster.masterFor(PREFIX + key)).port).toBe(target.port);
     } finally {
       for (const store of stores) await store.dispose();
@@ -315,7 +352,7 @@ interface Attempt {
 async function attempt(
   manager: SessionManager,
   cookie: string,
-  run: (session: ReturnType<typeof openSession<{ visits: number }>>["session"]) => Promise<unknown>,
+  run: (session: ReturnType<typeof openSession>["session"]) => Promise<unknown>,
 ): Promise<Attempt> {
   const started = Date.now();
   try {

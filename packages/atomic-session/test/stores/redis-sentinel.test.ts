@@ -1,7 +1,7 @@
 /**
- * The Redis store behind Redis Sentinel (one master, one replica, one sentinel): the store
- * conformance suite through node-redis `createSentinel` and ioredis `sentinels`, and a master
- * killed under live sessions, for the store-built client and both injected ones.
+ * The Redis store behind Redis Sentinel (one master, one replica, one sentinel): both
+ * conformance suites through the store-built client (`sentinel`), node-redis `createSentinel`
+ * and ioredis `sentinels`, and a master killed under live sessions, for each of them.
  */
 
 import type { SessionManager, SessionStore } from "atomic-session";
@@ -25,7 +25,7 @@ import { CookieJar, ServerProcess } from "../../../../test-support/server-proces
 type NodeRedisSentinel = ReturnType<typeof createSentinel>;
 type Flavor = "store-built (node-redis)" | "injected node-redis createSentinel" | "injected ioredis sentinels";
 
-const PREFIX = "sess:";
+const PREFIX = "as:";
 const STORE_TIMEOUT_MS = 1_000;
 
 async function nodeRedisSentinel(setup: RedisSentinelSetup): Promise<NodeRedisSentinel> {
@@ -107,9 +107,10 @@ function openHarness(flavor: Flavor): () => Promise<StoreHarness> {
   };
 }
 
-describeStoreConformance("redis sentinel (store-built node-redis createSentinel)", openHarness("store-built (node-redis)"));
-describeStoreConformance("redis sentinel (ioredis sentinels)", openHarness("injected ioredis sentinels"));
-describeSessionConformance("redis sentinel (injected node-redis createSentinel)", openHarness("injected node-redis createSentinel"));
+for (const flavor of ["store-built (node-redis)", "injected node-redis createSentinel", "injected ioredis sentinels"] as const) {
+  describeStoreConformance(`redis sentinel (${flavor})`, openHarness(flavor));
+  describeSessionConformance(`redis sentinel (${flavor})`, openHarness(flavor));
+}
 
 describe("redis store behind Sentinel: options", () => {
   it("rejects bad sentinel options with SessionConfigError naming what is wrong", () => {

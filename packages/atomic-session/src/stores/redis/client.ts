@@ -71,6 +71,8 @@ export interface RedisConnection {
   scan(pattern: string): AsyncGenerator<string[]>;
   /** Closes the client when the store created it; lets go of an injected one (which stays open). */
   close(): Promise<void>;
+  /** The client itself, once connected: durability.ts pipelines a write and its WAIT on it. */
+  detected(): Promise<DetectedClient>;
 }
 
 /** What the store was handed as `client`, once recognised. */
@@ -116,13 +118,22 @@ export function detectClient(client: unknown): DetectedClient | string {
 
 const utf8 = new TextDecoder();
 
-/** Replies with bytes (a client configured with a Buffer type mapping) decoded as UTF-8 text. */
+/**
+ * Replies with bytes (a client configured with a Buffer type mapping) decoded as UTF-8 text,
+ * and RESP3 maps (a plain `HGETALL` on a RESP3 connection: a `Map` or an object, by type
+ * mapping) flattened to the RESP2 list `[name, value, …]`, as scripts return them.
+ */
 export function normalize(reply: unknown): RedisReply {
   if (reply === null || reply === undefined) return null;
   if (typeof reply === "string" || typeof reply === "number") return reply;
   if (reply instanceof Uint8Array) return utf8.decode(reply);
   if (Array.isArray(reply)) return reply.map(normalize);
   if (typeof reply === "bigint") return Number(reply);
+  if (reply instanceof Map) return [...reply].flatMap(([name, value]) => [normalize(name), normalize(value)]);
+  const prototype = typeof reply === "object" ? Object.getPrototypeOf(reply) : undefined;
+  if (prototype === null || prototype === Object.prototype) {
+    return Object.entries(reply as object).flatMap(([name, value]) => [name, normalize(value)]);
+  }
   return String(reply);
 }
 
@@ -130,34 +141,89 @@ function isNoScript(error: unknown): boolean {
   return error instanceof Error && error.message.startsWith("NOSCRIPT");
 }
 
+/** A value of another type under the key (a foreign or damaged value): Redis answers WRONGTYPE. */
+export function isWrongType(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith("WRONGTYPE");
+}
+
+/** Redis refused a write because it is over `maxmemory` (policy `noeviction`, or nothing left to evict). */
+export function isOutOfMemory(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith("OOM");
+}
+
+/** What one command is assumed to hold beside its arguments (the client's command object, its promise, the encoded buffer's header). */
+const COMMAND_OVERHEAD_BYTES = 256;
+
+/**
+ * A memory bound on the commands a client the store built holds for Redis: unsent, or sent and
+ * awaiting a reply. The store's deadline ends the caller's wait, not the command: a stalled
+ * Redis (frozen, swapping, DEBUG SLEEP) would otherwise keep every command of every request in
+ * memory for as long as it lasts. Past `maxBytes` (the arguments' UTF-16 length plus
+ * {@link COMMAND_OVERHEAD_BYTES} per command, a close estimate of what they hold) new commands
+ * fail at once, until replies free room.
+ */
+export class Backlog {
+  #bytes = 0;
+  constructor(readonly maxBytes: number) {}
+
+  /** Bytes of the commands held now. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  async run<T>(args: readonly string[], send: () => Promise<T>): Promise<T> {
+    let size = COMMAND_OVERHEAD_BYTES;
+    for (const arg of args) size += arg.length;
+    if (this.#bytes + size > this.maxBytes && this.#bytes > 0) {
+      throw new Error(
+        `Redis has not answered ${Math.round(this.#bytes / 1_048_576)} MiB of commands; refusing more until it does (the store's bound is ${Math.round(this.maxBytes / 1_048_576)} MiB)`,
+      );
+    }
+    this.#bytes += size;
+    try {
+      return await send();
+    } finally {
+      this.#bytes -= size;
+    }
+  }
+}
+
 /** The EVALSHA/EVAL logic once, over any way of sending one raw command routed by a key. */
 abstract class BaseConnection implements RedisConnection {
   abstract readonly flavor: "node-redis" | "ioredis";
+  /** Bounds the memory of commands held for Redis: set for the clients the store builds. */
+  protected backlog: Backlog | undefined;
   protected abstract send(key: string | undefined, args: string[]): Promise<unknown>;
   abstract close(): Promise<void>;
+  abstract detected(): Promise<DetectedClient>;
+
+  #sendBounded(key: string | undefined, args: string[]): Promise<unknown> {
+    const backlog = this.backlog;
+    return backlog === undefined ? this.send(key, args) : backlog.run(args, () => this.send(key, args));
+  }
 
   async runScript(script: LuaScript, keys: readonly [string, ...string[]], args: readonly string[]): Promise<RedisReply> {
     const tail = [String(keys.length), ...keys, ...args];
     try {
-      return normalize(await this.send(keys[0], ["EVALSHA", script.sha1, ...tail]));
+      return normalize(await this.#sendBounded(keys[0], ["EVALSHA", script.sha1, ...tail]));
     } catch (error) {
       // The script cache is empty after a restart, a failover or SCRIPT FLUSH: send the source once.
       if (!isNoScript(error)) throw error;
-      return normalize(await this.send(keys[0], ["EVAL", script.source, ...tail]));
+      return normalize(await this.#sendBounded(keys[0], ["EVAL", script.source, ...tail]));
     }
   }
 
   async command(key: string, args: readonly string[]): Promise<RedisReply> {
-    return normalize(await this.send(key, [...args]));
+    return normalize(await this.#sendBounded(key, [...args]));
   }
 
   async ping(): Promise<void> {
-    const reply = normalize(await this.send(undefined, ["PING"]));
+    const reply = normalize(await this.#sendBounded(undefined, ["PING"]));
     if (reply !== "PONG") throw new Error(`Redis answered PING with ${JSON.stringify(reply)}`);
   }
 
   scan(pattern: string): AsyncGenerator<string[]> {
-    return scanNode((args) => this.send(undefined, args), pattern);
+    return scanNode((args) => this.#sendBounded(undefined, args), pattern);
   }
 }
 
@@ -179,20 +245,38 @@ function expectPong(reply: unknown): void {
   if (normalized !== "PONG") throw new Error(`Redis answered PING with ${JSON.stringify(normalized)}`);
 }
 
+/** How the store runs a client it built: see `connect.ts`. */
+export interface OwnedClientOptions {
+  /** Resolves (or rejects fast) until the client first connects. */
+  beforeCommand?: () => Promise<void>;
+  close?: () => Promise<void>;
+  backlog?: Backlog;
+}
+
 export class NodeRedisConnection extends BaseConnection {
   readonly flavor = "node-redis";
+  private readonly beforeCommand: (() => Promise<void>) | undefined;
+  private readonly closeClient: (() => Promise<void>) | undefined;
+
+  /** `owned` is absent for an injected client. */
   constructor(
     readonly client: NodeRedisClient,
-    /** Resolves (or rejects fast) until the store's own client first connects; absent for injected clients. */
-    private readonly beforeCommand?: () => Promise<void>,
-    private readonly closeClient?: () => Promise<void>,
+    owned: OwnedClientOptions = {},
   ) {
     super();
+    this.beforeCommand = owned.beforeCommand;
+    this.closeClient = owned.close;
+    this.backlog = owned.backlog;
   }
 
   protected async send(_key: string | undefined, args: string[]): Promise<unknown> {
     if (this.beforeCommand !== undefined) await this.beforeCommand();
     return this.client.sendCommand(args);
+  }
+
+  async detected(): Promise<DetectedClient> {
+    if (this.beforeCommand !== undefined) await this.beforeCommand();
+    return { flavor: "node-redis", client: this.client };
   }
 
   async close(): Promise<void> {
@@ -213,6 +297,10 @@ class IoRedisConnection extends BaseConnection {
 
   async close(): Promise<void> {
     // The store never creates ioredis clients, so it never closes one.
+  }
+
+  async detected(): Promise<DetectedClient> {
+    return { flavor: "ioredis", client: this.client };
   }
 }
 
@@ -257,8 +345,12 @@ export class NodeRedisClusterConnection extends BaseConnection {
   #lastRefresh = 0;
   readonly #followed: { client: NodeRedisClusterClient; listener: () => void }[] = [];
 
-  constructor(private readonly source: ClientSource<NodeRedisClusterClient>) {
+  constructor(
+    private readonly source: ClientSource<NodeRedisClusterClient>,
+    backlog?: Backlog,
+  ) {
     super();
+    this.backlog = backlog;
   }
 
   /** Refreshes the slot map whenever one of `client`'s node connections fails. */
@@ -291,6 +383,10 @@ export class NodeRedisClusterConnection extends BaseConnection {
     await this.source.close();
   }
 
+  async detected(): Promise<DetectedClient> {
+    return { flavor: "node-redis-cluster", client: await this.source.get() };
+  }
+
   /** A way to send to each master the client knows now. */
   async #masters(): Promise<((args: string[]) => Promise<unknown>)[]> {
     const client = await this.source.get();
@@ -299,10 +395,11 @@ export class NodeRedisClusterConnection extends BaseConnection {
       this.#refresh(client);
       throw new Error("the Redis Cluster client knows no master (is it connected?)");
     }
+    const backlog = this.backlog;
     return masters.map((master) => async (args: string[]) => {
       try {
         const node = await client.nodeClient(master as never);
-        return await node.sendCommand(args);
+        return await (backlog === undefined ? node.sendCommand(args) : backlog.run(args, () => node.sendCommand(args)));
       } catch (error) {
         if (topologyMayHaveChanged(error)) this.#refresh(client);
         throw error;
@@ -322,8 +419,12 @@ export class NodeRedisClusterConnection extends BaseConnection {
 /** A node-redis sentinel client (`createSentinel`): it finds the master, and follows a failover, itself. */
 export class NodeRedisSentinelConnection extends BaseConnection {
   readonly flavor = "node-redis";
-  constructor(private readonly source: ClientSource<NodeRedisSentinelClient>) {
+  constructor(
+    private readonly source: ClientSource<NodeRedisSentinelClient>,
+    backlog?: Backlog,
+  ) {
     super();
+    this.backlog = backlog;
   }
 
   protected async send(_key: string | undefined, args: string[]): Promise<unknown> {
@@ -332,6 +433,10 @@ export class NodeRedisSentinelConnection extends BaseConnection {
 
   close(): Promise<void> {
     return this.source.close();
+  }
+
+  async detected(): Promise<DetectedClient> {
+    return { flavor: "node-redis-sentinel", client: await this.source.get() };
   }
 }
 
@@ -359,6 +464,10 @@ class IoRedisClusterConnection extends BaseConnection {
 
   async close(): Promise<void> {
     // The store never creates ioredis clients, so it never closes one.
+  }
+
+  async detected(): Promise<DetectedClient> {
+    return { flavor: "ioredis-cluster", client: this.client };
   }
 
   async #masters(): Promise<ReturnType<IoRedisClusterClient["nodes"]>> {
@@ -423,5 +532,6 @@ export function deferredConnection(connection: Promise<RedisConnection>): RedisC
       const resolved = await connection.catch(() => undefined);
       await resolved?.close();
     },
+    detected: async () => (ready ?? (await get())).detected(),
   };
 }

@@ -7,6 +7,7 @@
  */
 import { createClient, createCluster, createSentinel } from "redis";
 import {
+  Backlog,
   type ClientSource,
   type NodeAddress,
   type NodeRedisClient,
@@ -21,18 +22,23 @@ import {
 /** Most time between two reconnection attempts of a client the store created. */
 const MAX_RECONNECT_DELAY_MS = 2_000;
 /**
- * Most commands a client the store created holds for Redis (unsent or awaiting a reply). A
- * command whose caller's deadline has passed still waits for a stalled server's reply, so
- * without a cap a stall would pile commands up in memory for as long as it lasts.
+ * Most memory the commands of a client the store created may hold while Redis has not answered
+ * them (see `Backlog`): 64 MiB. A command whose caller's deadline has passed still waits for a
+ * stalled server's reply, so without a bound a stall would pile commands up for as long as it
+ * lasts. Load is shed by the store deadline (storeTimeoutMs, a 503), never by a command count:
+ * a visit costs about 400 bytes here, so a healthy Redis answering a burst of 100,000 concurrent
+ * requests stays far below it; it is reached only when Redis stops answering for a while (at
+ * 10,000 requests a second, after some 15 seconds), or by thousands of concurrent writes of
+ * sessions near the 64 KiB size cap.
  */
-const MAX_PENDING_COMMANDS = 1_000;
+export const MAX_PENDING_BYTES = 64 * 1_048_576;
 
 /**
  * A node-redis client the store creates from `url` and owns:
  * - `disableOfflineQueue`: while disconnected, commands fail at once instead of queueing
  *   for a reconnection that may never come (the core then answers 503 quickly);
- * - `commandsQueueMaxLength`: while connected to a stalled server, past
- *   {@link MAX_PENDING_COMMANDS} waiting commands new ones fail at once ("The queue is full");
+ * - a {@link MAX_PENDING_BYTES} bound on what waits for a stalled server (no cap on the number
+ *   of commands: node-redis's `commandsQueueMaxLength` is left off);
  * - a capped exponential `reconnectStrategy` with jitter: reconnects forever, at most every 2 s;
  * - an `error` listener: node-redis emits `error` on every failed (re)connection, and an
  *   `error` event nobody listens to crashes the process;
@@ -45,7 +51,6 @@ export function connectUrl(url: string): RedisConnection {
   const client = createClient({
     url,
     disableOfflineQueue: true,
-    commandsQueueMaxLength: MAX_PENDING_COMMANDS,
     socket: {
       connectTimeout: 5_000,
       reconnectStrategy: (retries: number) =>
@@ -96,7 +101,11 @@ export function connectUrl(url: string): RedisConnection {
     if (outcome === "timeout" && client.isOpen) client.destroy();
   };
 
-  return new NodeRedisConnection(client as unknown as NodeRedisClient, beforeCommand, closeClient);
+  return new NodeRedisConnection(client as unknown as NodeRedisClient, {
+    beforeCommand,
+    close: closeClient,
+    backlog: new Backlog(MAX_PENDING_BYTES),
+  });
 }
 
 /** Capped exponential backoff with jitter, as `connectUrl` uses: at most every 2 s. */
@@ -206,7 +215,7 @@ function nodeSocket() {
 /**
  * A node-redis cluster client the store builds from seed nodes and owns: `disableOfflineQueue`
  * on every node connection (a command for a dead master fails at once, and the store then asks
- * for a fresh slot map), {@link MAX_PENDING_COMMANDS} per node, reconnection with capped
+ * for a fresh slot map), {@link MAX_PENDING_BYTES} over all nodes, reconnection with capped
  * backoff, and an `error` listener.
  */
 export function connectCluster(nodes: readonly NodeAddress[]): RedisConnection {
@@ -215,7 +224,7 @@ export function connectCluster(nodes: readonly NodeAddress[]): RedisConnection {
     create() {
       const cluster = createCluster({
         rootNodes: nodes.map(({ host, port }) => ({ socket: { host, port } })),
-        defaults: { disableOfflineQueue: true, commandsQueueMaxLength: MAX_PENDING_COMMANDS, socket: nodeSocket() },
+        defaults: { disableOfflineQueue: true, socket: nodeSocket() },
       });
       cluster.on("error", () => {});
       const client = cluster as unknown as NodeRedisClusterClient;
@@ -226,7 +235,7 @@ export function connectCluster(nodes: readonly NodeAddress[]): RedisConnection {
     close: (client) => (client as unknown as ReturnType<typeof createCluster>).close(),
     destroy: (client) => (client as unknown as ReturnType<typeof createCluster>).destroy(),
   });
-  connection = new NodeRedisClusterConnection(source);
+  connection = new NodeRedisClusterConnection(source, new Backlog(MAX_PENDING_BYTES));
   return connection;
 }
 
@@ -257,7 +266,8 @@ async function askSentinels(name: string, sentinels: readonly NodeAddress[]): Pr
 /**
  * A node-redis sentinel client the store builds and owns: it asks the sentinels for the
  * master `name`, and reconnects to the new master after a failover. Commands fail at once
- * while the master is unreachable (`disableOfflineQueue`).
+ * while the master is unreachable (`disableOfflineQueue`); {@link MAX_PENDING_BYTES} bounds
+ * what waits for a stalled one.
  */
 export function connectSentinel(name: string, sentinels: readonly NodeAddress[]): RedisConnection {
   const source = ownedClient<NodeRedisSentinelClient>({
@@ -265,7 +275,7 @@ export function connectSentinel(name: string, sentinels: readonly NodeAddress[])
       const sentinel = createSentinel({
         name,
         sentinelRootNodes: sentinels.map(({ host, port }) => ({ host, port })),
-        nodeClientOptions: { disableOfflineQueue: true, commandsQueueMaxLength: MAX_PENDING_COMMANDS, socket: nodeSocket() },
+        nodeClientOptions: { disableOfflineQueue: true, socket: nodeSocket() },
         sentinelClientOptions: { socket: { connectTimeout: 5_000 } },
       });
       sentinel.on("error", () => {});
@@ -278,5 +288,5 @@ export function connectSentinel(name: string, sentinels: readonly NodeAddress[])
     close: (client) => (client as unknown as ReturnType<typeof createSentinel>).close(),
     destroy: (client) => (client as unknown as ReturnType<typeof createSentinel>).destroy(),
   });
-  return new NodeRedisSentinelConnection(source);
+  return new NodeRedisSentinelConnection(source, new Backlog(MAX_PENDING_BYTES));
 }

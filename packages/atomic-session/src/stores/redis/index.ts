@@ -1,22 +1,28 @@
 /**
- * Sessions in Redis: one hash per session, one Lua script per operation.
+ * Sessions in Redis: one hash per session; a plain HGETALL to read, one Lua script per write.
  *
  * Layout, under `prefix` (default `as:`, not connect-redis's `sess:`, so that both can share a database while moving from express-session):
  * - `<prefix><storeKey>`: a hash. `d:<name>` → the field's JSON text; `c` createdAt,
  *   `s` lastSeenAt, `a` absoluteExpiresAt, `e` expiresAt (integers as decimal text),
- *   `u` userId, `ua` userAgent. The key expires at `e` (PEXPIREAT, an absolute time).
+ *   `u` userId, `ua` userAgent, `p` persistent (`1`/`0`). The key expires at `e` (PEXPIREAT,
+ *   an absolute time). A rotation marker is the hash `{r = 1}`, expiring on its own.
  * - `<prefix>user:<sha256(userId)>`: the per-user index, a sorted set of store keys scored
  *   by max(expiresAt, absoluteExpiresAt), expiring with its last member. The user ID is
  *   hashed so that no key name holds application data (and no `{…}` in a user ID can
- *   change the key's Cluster slot).
+ *   change the key's Cluster slot). A member is added only once its record exists, and
+ *   dropped when a listing finds its record gone, expired, rebound or rotated away.
  *
- * Round trips: `load`, `create` (anonymous), `apply` (no meta), `increment`,
- * `compareAndSet` and `destroy` (anonymous) cost one; `rotate` two.
+ * Round trips: `load` (no touch due), `create` (anonymous), `apply` (no user or deadline
+ * change), `increment`, `compareAndSet` and `destroy` (anonymous) cost one; a `load` whose
+ * touch is due two; `rotate` three or four (see there).
+ *
+ * Memory pressure (`maxmemory` with `noeviction`): reads, destroys and revocations work; a
+ * write Redis refuses fails with its OOM error before changing anything, a login included.
  * @module
  */
 import { createHash } from "node:crypto";
 import { SessionConfigError, SessionValueError } from "../../core/errors.js";
-import { mergeMeta } from "../../core/record.js";
+import { mergeMeta, touchMeta } from "../../core/record.js";
 import type {
   Absent,
   CompareAndSetResult,
@@ -32,12 +38,16 @@ import {
   type AnyRedisClient,
   deferredConnection,
   detectClient,
+  isOutOfMemory,
+  isWrongType,
   type NodeAddress,
   type RedisConnection,
   type RedisReply,
   wrapClient,
 } from "./client.js";
-import { APPLY, COMPARE_AND_SET, CREATE, DESTROY, INCREMENT, INDEX_ADD, INDEX_READ, LOAD, TAKE } from "./scripts.js";
+import { checkDurability, type DurabilityOptions, DurableWrites } from "./durability.js";
+import type { LuaScript } from "./scripts.js";
+import { APPLY, COMPARE_AND_SET, CREATE, DESTROY, INCREMENT, INDEX_ADD, LOAD, REPLACE, REVOKE, recordDigest, TAKE } from "./scripts.js";
 
 export type {
   AnyRedisClient,
@@ -47,11 +57,15 @@ export type {
   NodeRedisClusterClient,
   NodeRedisSentinelClient,
 } from "./client.js";
+export { type DurabilityOptions, RedisDurabilityError } from "./durability.js";
 
 export interface RedisStoreOptions {
   /**
    * `redis[s]://[[user]:password@]host[:port][/db]`: the store creates (and on `dispose()`
    * closes) a node-redis client. Give exactly one of `url`, `cluster`, `sentinel` or `client`.
+   * A client the store builds sheds load by the manager's deadline (`storeTimeoutMs`), never by
+   * a command count; what it holds for a Redis that stopped answering is bounded in memory
+   * (64 MiB, see `MAX_PENDING_BYTES` in connect.ts), past which calls fail at once.
    */
   url?: string;
   /**
@@ -76,6 +90,17 @@ export interface RedisStoreOptions {
   client?: AnyRedisClient;
   /** Prepended to every key the store writes. Default `"as:"`. */
   prefix?: string;
+  /**
+   * Durable security writes (off by default): a logout (`destroy`), a revocation
+   * (`revokeUserSessions`) and a login's rotation (the step that ends the old key) resolve only
+   * once `replicas` replicas acknowledged them (`WAIT replicas timeoutMs`, pipelined right after
+   * the write on the same connection); when fewer do within `timeoutMs` they reject (the
+   * manager answers 503). Without it a primary that dies before replicating such a write brings
+   * the ended cookie back after the failover. Costs the replication wait on those writes (and
+   * on the commands queued behind them on the same connection: `WAIT` holds it); keep
+   * `timeoutMs` small and under the manager's `storeTimeoutMs`. See `durability.ts`.
+   */
+  durability?: DurabilityOptions;
 }
 
 const DEFAULT_PREFIX = "as:";
@@ -105,10 +130,10 @@ const NEVER = String(Number.MAX_SAFE_INTEGER);
 /** Most members sent in one ZREM. */
 const ZREM_BATCH = 500;
 /**
- * Most HMGETs `scan()` has in flight at once: well under the 1,000 commands a client the store
- * built holds, so that a scan never fills its queue.
+ * Most commands `scan()` and a user's listing or revocation have in flight at once (and the
+ * ZSCAN page size of a user's index): each call holds one batch, whatever the number of sessions.
  */
-const SCAN_READ_BATCH = 250;
+const READ_BATCH = 250;
 /** The meta fields `scan()` reads, in the order `parseMetaList` expects. */
 const META_LIST = [M.createdAt, M.lastSeenAt, M.absoluteExpiresAt, M.expiresAt, M.userId, M.userAgent, M.persistent];
 
@@ -121,6 +146,7 @@ export class RedisStore implements SessionStore {
   readonly kind = "redis";
   readonly #redis: RedisConnection;
   readonly #prefix: string;
+  readonly #durable: DurableWrites | undefined;
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== "object" || options === null) {
@@ -131,6 +157,7 @@ export class RedisStore implements SessionStore {
       throw new SessionConfigError(`RedisStore prefix must be a string of 1 to ${MAX_PREFIX_LENGTH} characters`);
     }
     this.#prefix = prefix;
+    const durability = options.durability === undefined ? undefined : checkDurability(options.durability);
     const given = Object.entries({ url, cluster, sentinel, client })
       .filter(([, value]) => value !== undefined)
       .map(([name]) => name);
@@ -163,31 +190,55 @@ export class RedisStore implements SessionStore {
         'RedisStore needs a url (redis://host:6379/0), cluster (["host:7000", …]), sentinel ({ name, nodes }) or a connected client',
       );
     }
+    this.#durable = durability === undefined ? undefined : new DurableWrites(this.#redis, durability);
   }
 
+  /**
+   * A plain HGETALL judged here, on the caller's clock, as the scripts judge a record: the
+   * common read costs Redis no script. The LOAD script runs instead (a second round trip) when
+   * a touch is due (it writes) or the record looks damaged (it removes it atomically). A touch
+   * Redis refuses for lack of memory is skipped: the read stands.
+   */
   async load(key: string, touch: TouchOptions): Promise<StoredSession | Absent> {
-    const reply = await this.#redis.runScript(LOAD, [this.#sessionKey(key)], touchArguments(touch));
-    if (isAbsent(reply)) return reply;
-    const record = parseRecord(reply);
-    if (record !== undefined) return record;
+    const at = Math.floor(touch.now);
+    const read = await this.#read(key, at);
+    if (read === "gone" || read === "rotated") return read;
+    if (read !== "damaged" && touchMeta(read.record.meta, { ...touch, now: at }) === undefined) return read.record;
+    let reply: RedisReply;
+    try {
+      reply = await this.#redis.runScript(LOAD, [this.#sessionKey(key)], touchArguments(touch));
+    } catch (error) {
+      if (read !== "damaged" && isOutOfMemory(error)) return read.record;
+      throw error;
+    }
+    const loaded = judge(reply, at);
+    if (loaded === "gone" || loaded === "rotated") return loaded;
+    if (loaded !== "damaged") return loaded.record;
     // The script validated the meta, so this only happens to a reply nobody expects: treat it as corrupted.
     await this.destroy(key);
     return "gone";
   }
 
+  /**
+   * One script, plus one index write for a session bound to a user, made once the record
+   * exists: a listing that meets an index member without a record drops it, so a member added
+   * first could be dropped before its record lands and the session never be listed (or revoked).
+   */
   async create(key: string, record: StoredSession): Promise<boolean> {
     const now = Date.now();
     const { meta } = record;
-    const pairs: string[] = [];
-    const ignored: string[] = [];
-    metaPairs(meta, pairs, ignored);
-    for (const [field, json] of record.fields) pairs.push(`d:${field}`, json);
-    const created = this.#redis.runScript(CREATE, [this.#sessionKey(key)], [String(now), time("expiresAt", meta.expiresAt), ...pairs]);
-    // The index entry goes out beside the record, not after it: if either fails, create rejects and the
-    // cookie is never issued, so a record that exists but is not indexed cannot be reached.
-    const indexed = meta.userId === undefined ? undefined : this.#indexAdd(meta.userId, key, scoreOf(meta), now);
-    const [reply] = await Promise.all([created, indexed]);
-    return reply === 1;
+    const created = await this.#redis.runScript(CREATE, [this.#sessionKey(key)], writeArguments(now, record));
+    if (created !== 1) return false;
+    if (meta.userId !== undefined) {
+      try {
+        await this.#indexAdd(meta.userId, key, scoreOf(meta), now);
+      } catch (error) {
+        // create rejects, so the cookie is never issued: the record would only be an orphan.
+        await this.destroy(key).catch(() => undefined);
+        throw error;
+      }
+    }
+    return true;
   }
 
   async apply(key: string, change: SessionChange): Promise<"ok" | Absent> {
@@ -209,14 +260,18 @@ export class RedisStore implements SessionStore {
       [String(now), expires, report ? "1" : "0", String(pairs.length), ...pairs, ...deletes],
     );
     if (isAbsent(reply)) return reply;
-    if (Array.isArray(reply)) await this.#reindex(key, reply, now);
+    if (Array.isArray(reply)) await this.#reindex(key, reply, change.meta ?? {}, now);
     return "ok";
   }
 
   async increment(key: string, field: string, by: number, touch: TouchOptions): Promise<number | Absent> {
     if (!Number.isSafeInteger(by)) throw new SessionValueError(`increment(${JSON.stringify(field)}): the step must be a safe integer`);
     const [now, idleDeadline, interval] = touchArguments(touch);
-    const reply = await this.#redis.runScript(INCREMENT, [this.#sessionKey(key)], [now, `d:${field}`, String(by), idleDeadline, interval]);
+    const reply = await this.#redis.runScript(
+      INCREMENT,
+      [this.#sessionKey(key)],
+      [now, `d:${field}`, String(by), idleDeadline, interval, String(-by)],
+    );
     if (isAbsent(reply)) return reply;
     if (typeof reply === "number") return reply;
     if (typeof reply === "string" && INTEGER_TEXT.test(reply)) return Number(reply);
@@ -253,40 +308,67 @@ export class RedisStore implements SessionStore {
   }
 
   /**
-   * Two scripts, because the keys live in different Cluster slots: `take` reads and deletes
-   * the old record atomically (the old ID is dead from that moment), then `create` writes it
-   * under the new key. If the second step fails the session is lost, never left alive under
-   * the old key; the rejection (or `undefined`) tells the caller so.
+   * Steps that each touch one key (the two keys live in different Cluster slots), ordered so
+   * that a refusal leaves the old session exactly as it was and no failure leaves the new
+   * privileges under the old key:
+   * 1. read the old record (HGETALL);
+   * 2. create the new key with `meta` applied (CREATE): a Redis over `maxmemory` refuses this
+   *    cleanly (OOM), before anything changed;
+   * 3. index the new key under its user, now that it exists (see `create`);
+   * 4. take the old key (TAKE: it becomes a marker). When a concurrent write changed the old
+   *    record after step 1, TAKE sends the latest one back and it is copied to the new key
+   *    (REPLACE); when the old key was gone or rotated meanwhile (a double-submitted login),
+   *    the new key is destroyed again and that is the answer;
+   * 5. drop the old key from its user's index (best effort: a listing drops a stale member anyway).
+   * Any failure after step 2 destroys the new key again (best effort) before rejecting: the
+   * cookie for it is never issued. Three round trips, four for a session bound to a user.
    */
   async rotate(fromKey: string, toKey: string, { meta, now, markerExpiresAt }: Rotation): Promise<StoredSession | Absent> {
     const at = Math.floor(now);
-    const taken = await this.#redis.runScript(TAKE, [this.#sessionKey(fromKey)], [String(at), time("markerExpiresAt", markerExpiresAt)]);
-    if (isAbsent(taken)) return taken;
-    const record = parseRecord(taken);
-    if (record === undefined) return "gone";
-    const previousUser = record.meta.userId;
-    const merged = mergeMeta(record.meta, meta);
-    const pairs: string[] = [];
-    metaPairs(merged, pairs, []);
-    for (const [field, json] of record.fields) pairs.push(`d:${field}`, json);
-    const writes: Promise<unknown>[] = [
-      this.#redis.runScript(CREATE, [this.#sessionKey(toKey)], [String(at), time("expiresAt", merged.expiresAt), ...pairs]),
-    ];
-    if (merged.userId !== undefined) {
-      const sameUser = previousUser === merged.userId;
-      writes.push(this.#indexAdd(merged.userId, toKey, scoreOf(merged), at, sameUser ? fromKey : undefined));
-      if (previousUser !== undefined && !sameUser) writes.push(this.#indexRemove(previousUser, [fromKey]));
-    } else if (previousUser !== undefined) {
-      writes.push(this.#indexRemove(previousUser, [fromKey]));
+    const markerAt = time("markerExpiresAt", markerExpiresAt);
+    const read = await this.#readLive(fromKey, at);
+    if (isAbsent(read)) return read;
+    let moved: StoredSession = { meta: mergeMeta(read.record.meta, meta), fields: read.record.fields };
+    const toSessionKey = this.#sessionKey(toKey);
+    const created = await this.#redis.runScript(CREATE, [toSessionKey], writeArguments(at, moved));
+    if (created !== 1) throw new Error("Redis store rotate: the new key already holds a session");
+    try {
+      if (moved.meta.userId !== undefined) await this.#indexAdd(moved.meta.userId, toKey, scoreOf(moved.meta), at);
+      const taken = await this.#securityWrite("rotate", TAKE, [this.#sessionKey(fromKey)], [String(at), markerAt, recordDigest(read.list)]);
+      if (isAbsent(taken)) {
+        await this.destroy(toKey);
+        return taken;
+      }
+      const previousUsers = new Set([read.record.meta.userId]);
+      if (taken !== 1) {
+        const latest = parseRecord(taken);
+        if (latest === undefined || latest === "rotated") {
+          await this.destroy(toKey);
+          return "gone";
+        }
+        previousUsers.add(latest.meta.userId);
+        if (!sameRecord(latest, read.record)) {
+          const updated: StoredSession = { meta: mergeMeta(latest.meta, meta), fields: latest.fields };
+          if ((await this.#redis.runScript(REPLACE, [toSessionKey], writeArguments(at, updated))) !== 1) {
+            await this.destroy(toKey);
+            return "gone";
+          }
+          await this.#moveIndexEntry(toKey, moved.meta, updated.meta, at);
+          moved = updated;
+        }
+      }
+      for (const user of previousUsers) {
+        if (user !== undefined) await this.#indexRemove(user, [fromKey]).catch(() => undefined);
+      }
+      return moved;
+    } catch (error) {
+      await this.destroy(toKey).catch(() => undefined);
+      throw error;
     }
-    const [created] = await Promise.all(writes);
-    // The new key held a live record (a 256-bit collision): the session is lost, as documented.
-    if (created !== 1) return "gone";
-    return { meta: merged, fields: record.fields };
   }
 
   async destroy(key: string): Promise<void> {
-    const user = await this.#redis.runScript(DESTROY, [this.#sessionKey(key)], []);
+    const user = await this.#securityWrite("destroy", DESTROY, [this.#sessionKey(key)], []);
     if (typeof user === "string" && user !== "") await this.#indexRemove(user, [key]);
   }
 
@@ -294,44 +376,58 @@ export class RedisStore implements SessionStore {
     await this.#redis.ping();
   }
 
+  /**
+   * The index in pages of {@link READ_BATCH} (see `#walkIndex`), each page's records read with
+   * one HMGET per member ({@link READ_BATCH} in flight, each routed by its own key). A member
+   * whose record is gone, expired (idled out: its score is the absolute deadline), damaged,
+   * rotated away or bound to another user is dropped from the index.
+   */
   async listUserSessions(userId: string, now: number): Promise<UserSessionEntry[]> {
     const at = Math.floor(now);
-    const indexKey = this.#indexKey(userId);
-    const members = await this.#redis.runScript(INDEX_READ, [indexKey], [String(at)]);
-    if (!Array.isArray(members)) throw unexpected("listByUser", members);
-    const keys = members.filter((member): member is string => typeof member === "string");
-    // One HMGET per member, all in flight at once (each routed by its own key).
-    const metas = await Promise.all(
-      keys.map((key) => {
-        const sessionKey = this.#sessionKey(key);
-        return this.#redis.command(sessionKey, ["HMGET", sessionKey, ...META_LIST]);
-      }),
-    );
     const entries: UserSessionEntry[] = [];
-    const stale: string[] = [];
-    keys.forEach((key, i) => {
-      const meta = parseMetaList(metas[i] ?? null);
-      if (meta !== undefined && meta.userId === userId && meta.expiresAt > at) entries.push({ key, meta });
-      else stale.push(key);
+    await this.#walkIndex(userId, at, async (keys) => {
+      const metas = await Promise.all(
+        keys.map((key) => {
+          const sessionKey = this.#sessionKey(key);
+          return this.#redis.command(sessionKey, ["HMGET", sessionKey, ...META_LIST]).catch(nullOnWrongType);
+        }),
+      );
+      const stale: string[] = [];
+      keys.forEach((key, i) => {
+        const meta = parseMetaList(metas[i] ?? null);
+        if (meta !== undefined && meta.userId === userId && meta.expiresAt > at) entries.push({ key, meta });
+        else stale.push(key);
+      });
+      return stale;
     });
-    if (stale.length > 0) await this.#indexRemove(userId, stale);
     return entries;
   }
 
+  /**
+   * The index in pages, as `listUserSessions` walks it; each member's record is destroyed by
+   * the REVOKE script only when it is live and still bound to `userId`, and every member of
+   * the page leaves the index. Resolves the keys this call destroyed: a session destroyed
+   * meanwhile by someone else is not reported twice.
+   */
   async revokeUserSessions(userId: string, now: number): Promise<string[]> {
-    const entries = await this.listUserSessions(userId, now);
-    const removed = await Promise.all(entries.map(({ key }) => this.#redis.runScript(DESTROY, [this.#sessionKey(key)], [])));
-    if (entries.length > 0) {
-      await this.#indexRemove(
-        userId,
-        entries.map(({ key }) => key),
+    const at = Math.floor(now);
+    const revoked: string[] = [];
+    await this.#walkIndex(userId, at, async (keys) => {
+      const replies = await Promise.all(
+        keys.map((key) => this.#securityWrite("revokeUserSessions", REVOKE, [this.#sessionKey(key)], [String(at), userId])),
       );
-    }
-    // Report what this call removed: a session destroyed meanwhile by someone else is not reported twice.
-    return entries.filter((_, i) => removed[i] === userId).map(({ key }) => key);
+      keys.forEach((key, i) => {
+        if (replies[i] === 1) revoked.push(key);
+      });
+      return keys;
+    });
+    return revoked;
   }
 
-  /** Counts session keys under the prefix with SCAN (O(keys in the database); meant for dashboards, not requests). */
+  /**
+   * Counts session keys under the prefix with SCAN (O(keys in the database); meant for
+   * dashboards, not requests). A rotation marker counts as a key until it expires (a minute).
+   */
   async count(_now: number): Promise<number> {
     const indexPrefix = `${this.#prefix}user:`;
     const seen = new Set<string>();
@@ -344,7 +440,7 @@ export class RedisStore implements SessionStore {
   /**
    * Every live session: `SCAN … COUNT 1000` over the prefix on every master (each step is short,
    * so Redis is never blocked), skipping the `user:` index keys, then the meta of each batch with
-   * pipelined HMGETs ({@link SCAN_READ_BATCH} in flight, each routed by its key). Field values
+   * pipelined HMGETs ({@link READ_BATCH} in flight, each routed by its key). Field values
    * are never read. A key SCAN returns twice is yielded once: the names seen so far are kept,
    * about 100 bytes per session.
    */
@@ -356,8 +452,8 @@ export class RedisStore implements SessionStore {
     for await (const batch of this.#redis.scan(`${escapeGlob(prefix)}*`)) {
       const names = batch.filter((name) => !name.startsWith(indexPrefix) && !seen.has(name));
       for (const name of names) seen.add(name);
-      for (let i = 0; i < names.length; i += SCAN_READ_BATCH) {
-        const chunk = names.slice(i, i + SCAN_READ_BATCH);
+      for (let i = 0; i < names.length; i += READ_BATCH) {
+        const chunk = names.slice(i, i + READ_BATCH);
         const metas = await Promise.all(
           chunk.map((name) => this.#redis.command(name, ["HMGET", name, ...META_LIST]).catch(nullOnWrongType)),
         );
@@ -379,14 +475,17 @@ export class RedisStore implements SessionStore {
     return `${this.#prefix}${key}`;
   }
 
+  /** A write that ends a session ID: with `durability`, it resolves only once enough replicas hold it. */
+  #securityWrite(operation: string, script: LuaScript, keys: readonly [string], args: readonly string[]): Promise<RedisReply> {
+    return this.#durable?.runScript(operation, script, keys, args) ?? this.#redis.runScript(script, keys, args);
+  }
+
   #indexKey(userId: string): string {
     return `${this.#prefix}user:${createHash("sha256").update(userId).digest("base64url")}`;
   }
 
-  #indexAdd(userId: string, key: string, score: number, now: number, replacing?: string): Promise<RedisReply> {
-    const args = [String(now), String(score), key];
-    if (replacing !== undefined) args.push(replacing);
-    return this.#redis.runScript(INDEX_ADD, [this.#indexKey(userId)], args);
+  #indexAdd(userId: string, key: string, score: number, now: number): Promise<RedisReply> {
+    return this.#redis.runScript(INDEX_ADD, [this.#indexKey(userId)], [String(now), String(score), key]);
   }
 
   async #indexRemove(userId: string, keys: readonly string[]): Promise<void> {
@@ -396,23 +495,98 @@ export class RedisStore implements SessionStore {
     }
   }
 
-  /** Keeps the user index in step after an `apply` that changed the user or the deadlines. */
-  async #reindex(key: string, reply: RedisReply[], now: number): Promise<void> {
-    const [, userBefore, expiresBefore, absoluteBefore, userAfter, expiresAfter, absoluteAfter] = reply.map((value) =>
-      typeof value === "string" || typeof value === "number" ? String(value) : "",
-    );
-    const before = userBefore === undefined || userBefore === "" ? undefined : userBefore;
-    const after = userAfter === undefined || userAfter === "" ? undefined : userAfter;
-    const scoreBefore = Math.max(Number(expiresBefore), Number(absoluteBefore));
-    const scoreAfter = Math.max(Number(expiresAfter), Number(absoluteAfter));
+  /**
+   * Keeps the user index in step after an `apply` that changed the user or the deadlines:
+   * `reply` is APPLY's {1, user, expiresAt, absoluteExpiresAt} from before the change, and
+   * `change` says what became of them.
+   */
+  async #reindex(key: string, reply: RedisReply[], change: Partial<SessionMeta>, now: number): Promise<void> {
+    const [, user, expiresAt, absoluteExpiresAt] = reply;
+    const before = {
+      userId: typeof user === "string" && user !== "" ? user : undefined,
+      expiresAt: Number(expiresAt),
+      absoluteExpiresAt: Number(absoluteExpiresAt),
+    };
+    const after = {
+      userId: Object.hasOwn(change, "userId") ? change.userId : before.userId,
+      expiresAt: change.expiresAt ?? before.expiresAt,
+      absoluteExpiresAt: change.absoluteExpiresAt ?? before.absoluteExpiresAt,
+    };
+    await this.#moveIndexEntry(key, before, after, now);
+  }
+
+  /** Moves `key`'s index entry from the user (and score) of `before` to those of `after`. */
+  async #moveIndexEntry(key: string, before: IndexedMeta, after: IndexedMeta, now: number): Promise<void> {
+    const scoreBefore = scoreOf(before);
+    const scoreAfter = scoreOf(after);
     const writes: Promise<unknown>[] = [];
-    if (before !== undefined && before !== after) writes.push(this.#indexRemove(before, [key]));
-    if (after !== undefined && (after !== before || scoreAfter !== scoreBefore) && Number.isFinite(scoreAfter)) {
-      writes.push(this.#indexAdd(after, key, scoreAfter, now));
+    if (before.userId !== undefined && before.userId !== after.userId) writes.push(this.#indexRemove(before.userId, [key]));
+    if (after.userId !== undefined && (after.userId !== before.userId || scoreAfter !== scoreBefore) && Number.isFinite(scoreAfter)) {
+      writes.push(this.#indexAdd(after.userId, key, scoreAfter, now));
     }
     await Promise.all(writes);
   }
+
+  /**
+   * Visits the members of `userId`'s index in pages of at most {@link READ_BATCH}: first drops
+   * those past their score (ZREMRANGEBYSCORE), then walks the rest with ZSCAN (every member
+   * present from start to end is visited; one ZSCAN returns twice is visited once) and removes
+   * the members `visit` returns (ZREM). Holds the keys visited so far, about 50 bytes each.
+   */
+  async #walkIndex(userId: string, now: number, visit: (keys: string[]) => Promise<readonly string[]>): Promise<void> {
+    const indexKey = this.#indexKey(userId);
+    await this.#redis.command(indexKey, ["ZREMRANGEBYSCORE", indexKey, "-inf", String(now)]);
+    const seen = new Set<string>();
+    let cursor = "0";
+    do {
+      const reply = await this.#redis.command(indexKey, ["ZSCAN", indexKey, cursor, "COUNT", String(READ_BATCH)]);
+      if (!Array.isArray(reply) || typeof reply[0] !== "string" || !Array.isArray(reply[1])) throw unexpected("ZSCAN", reply);
+      cursor = reply[0];
+      const members: string[] = [];
+      // [member, score, member, score, …]
+      for (let i = 0; i < reply[1].length; i += 2) {
+        const member = reply[1][i];
+        if (typeof member === "string" && !seen.has(member)) {
+          seen.add(member);
+          members.push(member);
+        }
+      }
+      for (let i = 0; i < members.length; i += READ_BATCH) {
+        const dropped = await visit(members.slice(i, i + READ_BATCH));
+        if (dropped.length > 0) await this.#indexRemove(userId, dropped);
+      }
+    } while (cursor !== "0");
+  }
+
+  /**
+   * The live record under `key` and the list it was read from, with one HGETALL; a damaged one
+   * is removed by the LOAD script (which answers "gone", or the record if it has just been fixed).
+   */
+  async #readLive(key: string, now: number): Promise<{ record: StoredSession; list: string[] } | Absent> {
+    const read = await this.#read(key, now);
+    if (read !== "damaged") return read;
+    const again = judge(await this.#redis.runScript(LOAD, [this.#sessionKey(key)], [String(now), NEVER, NEVER]), now);
+    if (again !== "damaged") return again;
+    await this.destroy(key);
+    return "gone";
+  }
+
+  /** One HGETALL, judged (see `judge`); a value of another type under the key is "damaged". */
+  async #read(key: string, now: number): Promise<{ record: StoredSession; list: string[] } | Absent | "damaged"> {
+    const sessionKey = this.#sessionKey(key);
+    let reply: RedisReply;
+    try {
+      reply = await this.#redis.command(sessionKey, ["HGETALL", sessionKey]);
+    } catch (error) {
+      if (isWrongType(error)) return "damaged";
+      throw error;
+    }
+    return judge(reply, now);
+  }
 }
+
+/** What the index score is computed from. */
+type IndexedMeta = Pick<SessionMeta, "userId" | "expiresAt" | "absoluteExpiresAt">;
 
 /** A Sentinel master name, as Sentinel accepts it. */
 const MASTER_NAME = /^[A-Za-z0-9._-]{1,128}$/;
@@ -455,7 +629,7 @@ function checkUrl(url: unknown): void {
   }
 }
 
-/** A stored time: a safe integer, as decimal text (HINCRBY and PEXPIREAT read it, Lua compares it). */
+/** A stored time: a safe integer, as decimal text (PEXPIREAT reads it, Lua compares it). */
 function time(name: string, value: unknown): string {
   if (!Number.isSafeInteger(value)) throw new SessionValueError(`session meta ${name} must be a whole number of milliseconds`);
   return String(value);
@@ -484,7 +658,7 @@ function metaPairs(meta: Partial<SessionMeta>, pairs: string[], deletes: string[
 }
 
 /** The index score: no session can be live past both of its deadlines. */
-function scoreOf(meta: SessionMeta): number {
+function scoreOf(meta: IndexedMeta): number {
   return Math.max(meta.expiresAt, meta.absoluteExpiresAt);
 }
 
@@ -494,16 +668,22 @@ function integer(text: string | undefined): number | undefined {
   return Number.isSafeInteger(value) ? value : undefined;
 }
 
-function buildMeta(get: (field: string) => string | undefined): SessionMeta | undefined {
-  const createdAt = integer(get(M.createdAt));
-  const lastSeenAt = integer(get(M.lastSeenAt));
-  const absoluteExpiresAt = integer(get(M.absoluteExpiresAt));
-  const expiresAt = integer(get(M.expiresAt));
+/** The meta of a record from its hash fields; `undefined` when a timestamp is missing or not an integer. */
+function metaOf(
+  createdText: string | undefined,
+  lastSeenText: string | undefined,
+  absoluteText: string | undefined,
+  expiresText: string | undefined,
+  userId: string | undefined,
+  userAgent: string | undefined,
+  persistent: string | undefined,
+): SessionMeta | undefined {
+  const createdAt = integer(createdText);
+  const lastSeenAt = integer(lastSeenText);
+  const absoluteExpiresAt = integer(absoluteText);
+  const expiresAt = integer(expiresText);
   if (createdAt === undefined || lastSeenAt === undefined || absoluteExpiresAt === undefined || expiresAt === undefined) return undefined;
   const meta: SessionMeta = { createdAt, lastSeenAt, absoluteExpiresAt, expiresAt };
-  const userId = get(M.userId);
-  const userAgent = get(M.userAgent);
-  const persistent = get(M.persistent);
   if (userId !== undefined) meta.userId = userId;
   if (userAgent !== undefined) meta.userAgent = userAgent;
   if (persistent === "1" || persistent === "0") meta.persistent = persistent === "1";
@@ -518,34 +698,88 @@ function touchArguments({ now, idleTimeoutMs, touchIntervalMs }: TouchOptions): 
   return [String(at), idleDeadline, interval];
 }
 
-/** A flat HGETALL list as a record; `undefined` when it is not a well-formed one. */
-function parseRecord(reply: RedisReply): StoredSession | undefined {
+/** A flat HGETALL list as a record, "rotated" for a rotation marker, `undefined` when it is neither. */
+function parseRecord(reply: RedisReply): StoredSession | "rotated" | undefined {
   if (!Array.isArray(reply) || reply.length % 2 !== 0) return undefined;
-  const metaFields = new Map<string, string>();
   const fields = new Map<string, string>();
+  let c: string | undefined;
+  let s: string | undefined;
+  let a: string | undefined;
+  let e: string | undefined;
+  let u: string | undefined;
+  let ua: string | undefined;
+  let p: string | undefined;
   for (let i = 0; i < reply.length; i += 2) {
     const name = reply[i];
     const value = reply[i + 1];
     if (typeof name !== "string" || typeof value !== "string") return undefined;
     if (name.startsWith("d:")) fields.set(name.slice(2), value);
-    else metaFields.set(name, value);
+    else if (name === M.createdAt) c = value;
+    else if (name === M.lastSeenAt) s = value;
+    else if (name === M.absoluteExpiresAt) a = value;
+    else if (name === M.expiresAt) e = value;
+    else if (name === M.userId) u = value;
+    else if (name === M.userAgent) ua = value;
+    else if (name === M.persistent) p = value;
+    else if (name === "r") return "rotated";
   }
-  const meta = buildMeta((field) => metaFields.get(field));
+  const meta = metaOf(c, s, a, e, u, ua, p);
   return meta === undefined ? undefined : { meta, fields };
 }
 
-/** An HMGET of [c, s, a, e, u, ua] as meta. */
+/**
+ * A record as read (HGETALL, or the LOAD script's reply), judged as the scripts' `absent`
+ * judges one: "rotated" for a marker, "gone" for nothing there or a record whose `expiresAt`
+ * is not after `now`, "damaged" for anything else that is not a well-formed record.
+ */
+function judge(reply: RedisReply, now: number): { record: StoredSession; list: string[] } | Absent | "damaged" {
+  if (isAbsent(reply)) return reply;
+  if (Array.isArray(reply) && reply.length === 0) return "gone";
+  const record = parseRecord(reply);
+  if (record === undefined) return "damaged";
+  if (record === "rotated") return "rotated";
+  if (record.meta.expiresAt <= now) return "gone";
+  // parseRecord checked that every entry is a string.
+  return { record, list: reply as string[] };
+}
+
+/** now, expiresAt, then the record's meta and data as field/value pairs: what CREATE and REPLACE take. */
+function writeArguments(now: number, { meta, fields }: StoredSession): string[] {
+  const args = [String(now), time("expiresAt", meta.expiresAt)];
+  metaPairs(meta, args, []);
+  for (const [field, json] of fields) args.push(`d:${field}`, json);
+  return args;
+}
+
+/** Whether two records hold the same meta and the same fields. */
+function sameRecord(one: StoredSession, other: StoredSession): boolean {
+  const [a, b] = [one.meta, other.meta];
+  if (
+    a.createdAt !== b.createdAt ||
+    a.lastSeenAt !== b.lastSeenAt ||
+    a.absoluteExpiresAt !== b.absoluteExpiresAt ||
+    a.expiresAt !== b.expiresAt ||
+    a.userId !== b.userId ||
+    a.userAgent !== b.userAgent ||
+    a.persistent !== b.persistent ||
+    one.fields.size !== other.fields.size
+  ) {
+    return false;
+  }
+  for (const [field, json] of one.fields) if (other.fields.get(field) !== json) return false;
+  return true;
+}
+
+/** An HMGET of {@link META_LIST} as meta. */
 function parseMetaList(reply: RedisReply): SessionMeta | undefined {
   if (!Array.isArray(reply)) return undefined;
-  return buildMeta((field) => {
-    const value = reply[META_LIST.indexOf(field as (typeof META_LIST)[number])];
-    return typeof value === "string" ? value : undefined;
-  });
+  const [c, s, a, e, u, ua, p] = reply.map((value) => (typeof value === "string" ? value : undefined));
+  return metaOf(c, s, a, e, u, ua, p);
 }
 
 /** A key that is not a hash (a foreign or damaged value) answers HMGET with WRONGTYPE: it holds no session. */
 function nullOnWrongType(error: unknown): null {
-  if (error instanceof Error && error.message.startsWith("WRONGTYPE")) return null;
+  if (isWrongType(error)) return null;
   throw error;
 }
 
