@@ -15,14 +15,20 @@
  * | --- | --- |
  * | `SESSION_STORE` | `memory`, `sqlite`, `redis` or `postgres`; default `redis` when a `REDIS_*` variable is set, `postgres` when `DATABASE_URL` is, else `sqlite` |
  * | `SQLITE_PATH` | SQLite file, default `./data/sessions.db` |
+ * | `SQLITE_SYNCHRONOUS` | `normal` (default: a commit survives a process crash, a power cut may lose the last ones) or `full` (synced before it is answered) |
+ * | `SQLITE_BUSY_TIMEOUT_MS` | how long a SQLite operation may wait to start (for another process's write lock), default 500 |
  * | `REDIS_URL`, `REDIS_CLUSTER`, `REDIS_SENTINEL` | one of them: `redis://host:6379/0`; `host:7000,host:7001`; `mastername@host:26379,host:26380` |
  * | `REDIS_PREFIX` | key prefix, default `as:` |
+ * | `REDIS_DURABLE_REPLICAS` | durable logouts, revocations and login rotations: how many replicas must acknowledge them (`WAIT`) before they resolve; unset: asynchronous, as every other write |
+ * | `REDIS_DURABLE_TIMEOUT_MS` | how long those writes wait for the replicas before failing (503), default 500; needs `REDIS_DURABLE_REPLICAS` |
  * | `DATABASE_URL` | PostgreSQL connection string, `postgres://user@host:5432/db` |
+ * | `POSTGRES_SCHEMA`, `POSTGRES_TABLE` | where the PostgreSQL store keeps its tables; default `public`, `atomic_session` (its version in `<table>_meta`) |
+ * | `POSTGRES_CREATE_SCHEMA` | `true` (default): create the tables on first use; `false`: they were applied from the store's `schema.sql` |
  * | `MEMORY_MAX_ENTRIES` | most sessions the memory store holds, default 10000 |
  * | `SESSION_SECRET` | comma-separated cookie signing secrets of ≥ 32 characters; the first signs, all verify |
  * | `SESSION_IDLE_TIMEOUT`, `SESSION_ABSOLUTE_TIMEOUT` | seconds; default 1800 and 43200 |
  * | `SESSION_TOUCH_INTERVAL` | seconds between idle-deadline refreshes of an unchanged session |
- * | `STORE_TIMEOUT_MS` | deadline on every store call, default 1000 |
+ * | `STORE_TIMEOUT_MS` | deadline on every store call (and the PostgreSQL store's `statement_timeout`), default 1000 |
  * | `SESSION_MAX_SIZE_BYTES` | cap on a session's data, default 65536 |
  * | `SESSION_MAX_PER_USER` | most sessions of one user (`0`: no cap), default 100 |
  * | `TRUST_PROXY` | `true`: trust `X-Forwarded-Proto` |
@@ -36,6 +42,7 @@
 import { SessionConfigError } from "../core/errors.js";
 import type { SessionManagerOptions } from "../core/manager.js";
 import type { SessionStore } from "../core/store.js";
+import { checkIdentifier, MAX_TABLE_LENGTH } from "../stores/postgres/schema.js";
 
 /** The environment, as `process.env` holds it. */
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -48,14 +55,30 @@ export class EnvConfigError extends SessionConfigError {
 /** Which store the environment names, and where it is (for messages: a URL loses its password). */
 export type StoreEnv =
   | { kind: "memory"; where: string; maxEntries: number | undefined }
-  | { kind: "sqlite"; where: string; path: string }
+  | {
+      kind: "sqlite";
+      where: string;
+      path: string;
+      synchronous: "normal" | "full" | undefined;
+      busyTimeoutMs: number | undefined;
+    }
   | {
       kind: "redis";
       where: string;
       prefix: string | undefined;
+      /** `REDIS_DURABLE_REPLICAS` / `REDIS_DURABLE_TIMEOUT_MS`: the store's `durability` option. */
+      durability: { replicas: number; timeoutMs: number } | undefined;
       connection: { url: string } | { cluster: string[] } | { sentinel: { name: string; nodes: string[] } };
     }
-  | { kind: "postgres"; where: string; url: string };
+  | {
+      kind: "postgres";
+      where: string;
+      url: string;
+      schema: string | undefined;
+      table: string | undefined;
+      createSchema: boolean | undefined;
+      timeoutMs: number | undefined;
+    };
 
 const STORES = ["memory", "sqlite", "redis", "postgres"] as const;
 const DEFAULT_SQLITE_PATH = "./data/sessions.db";
@@ -79,29 +102,40 @@ export function storeEnv(env: Env = process.env): StoreEnv {
       return { kind, where: "process memory", maxEntries: integer(env, "MEMORY_MAX_ENTRIES", 1, 100_000_000) };
     case "sqlite": {
       const path = text(env.SQLITE_PATH) ?? DEFAULT_SQLITE_PATH;
-      return { kind, where: path, path };
+      const synchronous = choice(env, "SQLITE_SYNCHRONOUS", ["normal", "full"] as const);
+      return { kind, where: path, path, synchronous, busyTimeoutMs: integer(env, "SQLITE_BUSY_TIMEOUT_MS", 0, 600_000) };
     }
     case "redis": {
       const prefix = text(env.REDIS_PREFIX);
+      const durability = durabilityOf(env);
       if (redisCluster !== undefined) {
         const cluster = nodeList("REDIS_CLUSTER", redisCluster, "127.0.0.1:7000,127.0.0.1:7001");
-        return { kind, where: `Redis Cluster ${cluster.join(",")}`, prefix, connection: { cluster } };
+        return { kind, where: `Redis Cluster ${cluster.join(",")}`, prefix, durability, connection: { cluster } };
       }
       if (redisSentinel !== undefined) {
         const sentinel = sentinelOf(redisSentinel);
-        return { kind, where: `Redis Sentinel ${sentinel.name}@${sentinel.nodes.join(",")}`, prefix, connection: { sentinel } };
+        return { kind, where: `Redis Sentinel ${sentinel.name}@${sentinel.nodes.join(",")}`, prefix, durability, connection: { sentinel } };
       }
       if (redisUrl === undefined) {
         throw new EnvConfigError(
           "SESSION_STORE=redis needs REDIS_URL (redis://127.0.0.1:6379/0), REDIS_CLUSTER (host:7000,host:7001) or REDIS_SENTINEL (mymaster@host:26379)",
         );
       }
-      return { kind, where: withoutPassword("REDIS_URL", redisUrl), prefix, connection: { url: redisUrl } };
+      return { kind, where: withoutPassword("REDIS_URL", redisUrl), prefix, durability, connection: { url: redisUrl } };
     }
     case "postgres":
       if (databaseUrl === undefined)
         throw new EnvConfigError("SESSION_STORE=postgres needs DATABASE_URL (postgres://user@127.0.0.1:5432/app)");
-      return { kind, where: withoutPassword("DATABASE_URL", databaseUrl), url: databaseUrl };
+      return {
+        kind,
+        where: withoutPassword("DATABASE_URL", databaseUrl),
+        url: databaseUrl,
+        schema: postgresName(env, "POSTGRES_SCHEMA"),
+        table: postgresName(env, "POSTGRES_TABLE", MAX_TABLE_LENGTH),
+        createSchema: flag(env, "POSTGRES_CREATE_SCHEMA"),
+        // The statements' own deadline is the manager's, so that PostgreSQL cancels what the manager gave up on.
+        timeoutMs: integer(env, "STORE_TIMEOUT_MS", 1, 600_000),
+      };
     default:
       throw new EnvConfigError(`SESSION_STORE must be one of ${STORES.join(", ")}, not ${JSON.stringify(env.SESSION_STORE)}`);
   }
@@ -123,15 +157,32 @@ export async function openStore(config: StoreEnv): Promise<SessionStore> {
       return new MemoryStore(config.maxEntries === undefined ? {} : { maxEntries: config.maxEntries });
     }
     case "sqlite": {
-      const { SqliteStore } = await import("../stores/sqlite.js");
-      return new SqliteStore({ path: config.path });
+      const { SqliteStore } = await import("../stores/sqlite/index.js");
+      return new SqliteStore({
+        path: config.path,
+        ...defined("synchronous", config.synchronous),
+        ...defined("busyTimeoutMs", config.busyTimeoutMs),
+      });
     }
     case "redis": {
       const { RedisStore } = await import("../stores/redis/index.js");
-      return new RedisStore({ ...config.connection, ...(config.prefix === undefined ? {} : { prefix: config.prefix }) });
+      return new RedisStore({
+        ...config.connection,
+        ...(config.prefix === undefined ? {} : { prefix: config.prefix }),
+        ...defined("durability", config.durability),
+      });
     }
-    case "postgres":
-      throw new EnvConfigError("SESSION_STORE=postgres: the PostgreSQL store is not available in this build");
+    case "postgres": {
+      const { PostgresStore } = await import("../stores/postgres/index.js");
+      const { url, schema, table, createSchema, timeoutMs } = config;
+      return new PostgresStore({
+        url,
+        ...defined("schema", schema),
+        ...defined("table", table),
+        ...defined("createSchema", createSchema),
+        ...defined("timeoutMs", timeoutMs),
+      });
+    }
   }
 }
 
@@ -212,6 +263,17 @@ function secureOf(value: "auto" | "true" | "false" | undefined): boolean | "auto
   return value === undefined || value === "auto" ? value : value === "true";
 }
 
+/** A PostgreSQL schema or table name, by the store's own rule; the error names the variable. */
+function postgresName(env: Env, name: string, maxLength?: number): string | undefined {
+  const raw = text(env[name]);
+  if (raw === undefined) return undefined;
+  try {
+    return checkIdentifier(name, raw, maxLength);
+  } catch (error) {
+    throw new EnvConfigError((error as Error).message.replace(`PostgresStore ${name}`, name));
+  }
+}
+
 /** `host:port` or `[IPv6]:port`, port 1–65535. */
 const NODE_ADDRESS = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$/;
 
@@ -224,6 +286,18 @@ function nodeList(name: string, raw: string, example: string): string[] {
     }
   }
   return nodes;
+}
+
+/** The Redis store's `durability` from REDIS_DURABLE_REPLICAS and REDIS_DURABLE_TIMEOUT_MS (default 500 ms). */
+function durabilityOf(env: Env): { replicas: number; timeoutMs: number } | undefined {
+  const replicas = integer(env, "REDIS_DURABLE_REPLICAS", 1, 100);
+  const timeoutMs = integer(env, "REDIS_DURABLE_TIMEOUT_MS", 1, 60_000);
+  if (replicas === undefined) {
+    if (timeoutMs !== undefined)
+      throw new EnvConfigError("REDIS_DURABLE_TIMEOUT_MS needs REDIS_DURABLE_REPLICAS (how many replicas must acknowledge)");
+    return undefined;
+  }
+  return { replicas, timeoutMs: timeoutMs ?? 500 };
 }
 
 function sentinelOf(raw: string): { name: string; nodes: string[] } {

@@ -272,8 +272,8 @@ describe("the packed library, installed into a fresh application", () => {
     "npx atomic-session works there: --help, stats against the app's Redis, and on SQLite once better-sqlite3@12 is installed",
     async () => {
       // One live anonymous session in the app's Redis for stats to find.
-    expect(await new CookieJar().text(`${origin}/`)).toBe("visit 1");
-    const help = await run("npx", ["atomic-session", "--help"], { cwd: app, timeout: 60_000 });
+      expect(await new CookieJar().text(`${origin}/`)).toBe("visit 1");
+      const help = await run("npx", ["atomic-session", "--help"], { cwd: app, timeout: 60_000 });
       expect(help.stdout).toMatch(/^Usage: atomic-session <command>/);
       const redisStats = await run("npx", ["atomic-session", "stats", "--json"], {
         cwd: app,
