@@ -41,6 +41,10 @@ export class StoreMonitor {
   readonly #probeMs: number;
   readonly #reportedConfiguration = new Set<string>();
   #failing = false;
+  /** Whether the current outage was announced (so its end is announced too). */
+  #announced = false;
+  /** Until when a new failure counts as the same outage (a store that flaps between answering and not). */
+  #quietUntil = 0;
   #suppressed = 0;
   #lastLine = 0;
   #probe: NodeJS.Timeout | undefined;
@@ -82,11 +86,12 @@ export class StoreMonitor {
           `session store at ${this.#where} refused the server (${reason}): ${configuration.fix}; every request that needs a session gets 503 until then`,
         );
       }
-    } else if (!this.#failing) {
+    } else if (!this.#failing && Date.now() >= this.#quietUntil) {
       this.#logger.error(
         { store: error.store, where: this.#where, operation: error.operation, reason },
         `session store unreachable at ${this.#where} (${reason}): answering 503 until it is back`,
       );
+      this.#announced = true;
       this.#lastLine = Date.now();
     } else {
       this.#suppressed++;
@@ -120,8 +125,13 @@ export class StoreMonitor {
       return;
     }
     this.#failing = false;
-    this.#suppressed = 0;
     this.#reportedConfiguration.clear();
+    if (!this.#announced) return;
+    this.#announced = false;
     this.#logger.info({ where: this.#where }, `session store reachable again at ${this.#where}`);
+    // A ping can succeed while writes still fail (SQLite's write lock held elsewhere): failures in
+    // the next interval are counted, not announced as a new outage.
+    this.#quietUntil = Date.now() + this.#intervalMs;
+    this.#lastLine = Date.now();
   }
 }

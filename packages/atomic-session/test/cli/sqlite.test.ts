@@ -299,7 +299,9 @@ describe("admin CLI on a SQLite file with 10,000+ sessions", () => {
   });
 
   it("stops quietly when the reader goes away (`list | head`)", async () => {
-    const child = spawn(process.execPath, ["dist/cli/main.js", "list"], { env: { PATH: process.env.PATH ?? "", ...env } });
+    const child = spawn(process.execPath, ["packages/atomic-session/dist/cli/main.js", "list"], {
+      env: { PATH: process.env.PATH ?? "", ...env },
+    });
     child.stdout.once("data", () => child.stdout.destroy());
     let stderr = "";
     child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
