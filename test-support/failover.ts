@@ -33,6 +33,7 @@ import { cookiePair, openSession } from "atomic-session/testing";
 import { Cluster, Redis } from "ioredis";
 import { expect } from "vitest";
 import { delay, findOnPath, freePort, removeFolder, removeOnExit, spawnTracked, type TrackedChild, tempDir } from "./processes.js";
+import { parseEntries } from "./redis-sentinel.js";
 import { type RedisServer, startRedisServer } from "./redis-server.js";
 
 const HOST = "127.0.0.1";
@@ -352,16 +353,6 @@ export const BENCH_LAG_MS = 40;
 export interface TopologyOptions {
   /** How far behind its primary each replica receives the stream, ms. Default {@link BENCH_LAG_MS}. */
   lagMs?: number;
-}
-
-/** Entries of `SENTINEL REPLICAS` / `SENTINEL SENTINELS` as field → value maps. */
-function parseEntries(reply: unknown): Map<string, string>[] {
-  if (!Array.isArray(reply)) return [];
-  return reply.map((entry) => {
-    const fields = new Map<string, string>();
-    if (Array.isArray(entry)) for (let i = 0; i + 1 < entry.length; i += 2) fields.set(String(entry[i]), String(entry[i + 1]));
-    return fields;
-  });
 }
 
 /**

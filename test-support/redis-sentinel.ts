@@ -62,8 +62,8 @@ async function waitFor(what: string, timeoutMs: number, check: () => Promise<boo
   throw new Error(`${what} within ${timeoutMs} ms`, { cause: lastError });
 }
 
-/** `SENTINEL REPLICAS` entries as field → value maps. */
-function parseEntries(reply: unknown): Map<string, string>[] {
+/** Entries of `SENTINEL REPLICAS` / `SENTINEL SENTINELS` as field → value maps. */
+export function parseEntries(reply: unknown): Map<string, string>[] {
   if (!Array.isArray(reply)) return [];
   return reply.map((entry) => {
     const fields = new Map<string, string>();

@@ -8,7 +8,7 @@ import "./session-data.js";
 
 type AccountRoute = (req: IncomingMessage, res: ServerResponse, session: Session) => Promise<void>;
 
-/** `/account/sessions/<handle>/sign-out`: the route key the app maps it to is `POST /account/sessions/:id/sign-out`. */
+/** `/account/sessions/<handle>/sign-out`: the route key the app maps it to is `POST /account/sessions/:handle/sign-out`. */
 export const ACCOUNT_SESSION_PATH = /^\/account\/sessions\/([A-Za-z0-9_-]{1,64})\/sign-out$/;
 
 /** A form that was refused: nothing was changed. */
@@ -91,7 +91,7 @@ export function accountRoutes(manager: SessionManager, csrf: CsrfTokens): Record
       return undefined;
     }),
 
-    "POST /account/sessions/:id/sign-out": formRoute(async (_fields, info, session, req) => {
+    "POST /account/sessions/:handle/sign-out": formRoute(async (_fields, info, session, req) => {
       const refusal = signedIn(info);
       if (refusal !== undefined || info.userId === undefined) return refusal;
       const handle = ACCOUNT_SESSION_PATH.exec(req.url?.split("?", 1)[0] ?? "")?.[1] ?? "";

@@ -93,7 +93,7 @@ export function createApp(manager: SessionManager, logger: Logger, options: AppO
       } catch (error) {
         if (!(error instanceof StoreUnavailableError)) throw error;
         res.setHeader("Retry-After", error.headers["Retry-After"] ?? "1");
-        sendJson(res, 503, { status: "unavailable", store: manager.store.kind });
+        sendJson(res, 503, { status: "unavailable" });
       }
     },
     ...(metrics === undefined
@@ -138,7 +138,7 @@ const SESSION_PATH = /^\/sessions\/[A-Za-z0-9_-]{1,64}$/;
 
 function routeKey(req: IncomingMessage): string {
   const path = pathOf(req);
-  if (path !== undefined && ACCOUNT_SESSION_PATH.test(path)) return `${req.method} /account/sessions/:id/sign-out`;
+  if (path !== undefined && ACCOUNT_SESSION_PATH.test(path)) return `${req.method} /account/sessions/:handle/sign-out`;
   return `${req.method} ${path !== undefined && SESSION_PATH.test(path) ? "/sessions/:handle" : path}`;
 }
 

@@ -5,7 +5,7 @@
  * per request.
  * @module
  */
-import { type SessionManager, StoreUnavailableError } from "atomic-session";
+import { SessionConfigError, type SessionManager, StoreUnavailableError } from "atomic-session";
 import type { Logger } from "pino";
 
 /** Failures that no retry fixes: credentials, permissions, a missing database. */
@@ -17,11 +17,14 @@ const CONFIGURATION_FAILURES: { pattern: RegExp; fix: string }[] = [
   { pattern: /permission denied/i, fix: "give the store's user the privileges it needs on its tables or file" },
 ];
 
-function innermost(error: unknown): string {
-  let current = error;
-  while (current instanceof Error && current.cause !== undefined) current = current.cause;
-  if (current instanceof AggregateError && current.message === "") return current.errors.map(innermost).join("; ");
-  return current instanceof Error ? current.message : String(current);
+/** A store that found its own configuration wrong (a `SessionConfigError` behind the failure): no retry fixes it either. */
+function configurationError(error: StoreUnavailableError): string | undefined {
+  let current: unknown = error.cause;
+  while (current instanceof Error) {
+    if (current instanceof SessionConfigError) return current.message;
+    current = current.cause;
+  }
+  return undefined;
 }
 
 export interface StoreMonitorOptions {
@@ -76,8 +79,10 @@ export class StoreMonitor {
   }
 
   #failed(error: StoreUnavailableError): void {
-    const reason = error.timedOut ? "no answer within the deadline" : innermost(error.cause);
-    const configuration = CONFIGURATION_FAILURES.find(({ pattern }) => pattern.test(reason));
+    const reason = error.reason;
+    const misconfigured = configurationError(error);
+    const configuration =
+      misconfigured === undefined ? CONFIGURATION_FAILURES.find(({ pattern }) => pattern.test(reason)) : { fix: misconfigured };
     if (configuration !== undefined) {
       if (!this.#reportedConfiguration.has(configuration.fix)) {
         this.#reportedConfiguration.add(configuration.fix);
@@ -119,7 +124,7 @@ export class StoreMonitor {
 
   async #check(): Promise<void> {
     try {
-      await this.#manager.store.ping();
+      await this.#manager.checkHealth();
     } catch {
       this.#scheduleProbe();
       return;

@@ -4,43 +4,13 @@
  * for the lock), `GET /` answers 503 within the store deadline, and 200 again once the lock
  * is free, without a restart and without the refused visits counted.
  */
-import { once } from "node:events";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
-import { spawnTracked } from "../../test-support/processes.js";
 import { CookieJar, ServerProcess, tempDir } from "../../test-support/server-process.js";
+import { holdWriteLock } from "../../test-support/sqlite.js";
 
-const repositoryRoot = fileURLToPath(new URL("../../", import.meta.url));
 const LOCK_MS = 6_000;
 const STORE_TIMEOUT_MS = 1_000;
-
-/** A child process that takes the write lock on `file`, says so, and releases it after `ms`. */
-async function holdWriteLock(file: string, ms: number): Promise<{ released: Promise<void> }> {
-  const script = `
-    const [file, ms] = process.argv.slice(1);
-    const { default: Database } = await import("better-sqlite3");
-    const db = new Database(file);
-    db.exec("BEGIN IMMEDIATE");
-    process.stdout.write("locked\\n");
-    setTimeout(() => { db.exec("COMMIT"); db.close(); process.stdout.write("released\\n"); }, Number(ms));
-  `;
-  const { child } = spawnTracked(process.execPath, ["--input-type=module", "-e", script, file, String(ms)], repositoryRoot);
-  let stdout = "";
-  const seen = (line: string) =>
-    new Promise<void>((resolve, reject) => {
-      child.stdout?.on("data", (chunk: Buffer) => {
-        stdout += chunk.toString("utf8");
-        if (stdout.includes(`${line}\n`)) resolve();
-      });
-      child.once("exit", (code) => (stdout.includes(`${line}\n`) ? resolve() : reject(new Error(`lock holder exited with ${code}`))));
-    });
-  const locked = seen("locked");
-  const released = seen("released");
-  released.catch(() => undefined);
-  await locked;
-  return { released: released.then(async () => void (child.exitCode === null && (await once(child, "exit")))) };
-}
 
 async function timedFetch(fetching: Promise<Response>): Promise<{ ms: number; response: Response; body: string }> {
   const started = performance.now();

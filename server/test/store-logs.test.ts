@@ -53,7 +53,7 @@ describe("what the reference server logs about its store", () => {
     const outageLines = () => server.jsonLogs().filter((line) => /session store/.test(String(line.msg)));
     expect(outageLines().filter((line) => /unreachable/.test(String(line.msg)))).toHaveLength(1);
     await redis.restart();
-    for (let i = 0; i < 60 && !outageLines().some((line) => /reachable again/.test(String(line.msg))); i++) await delay(100);
+    for (let i = 0; i < 150 && !outageLines().some((line) => /reachable again/.test(String(line.msg))); i++) await delay(100);
     expect(outageLines().filter((line) => /reachable again/.test(String(line.msg)))).toHaveLength(1);
     expect(await jar.text(`${server.url}/`)).toBe("Hello World #1\n");
     // 30 failed requests in well under the 10 s interval: the unreachable line and the recovery line, nothing per request.

@@ -27,7 +27,7 @@ export {
 } from "./core/errors.js";
 export type { SessionEvent, SessionEventListener } from "./core/events.js";
 export { type RequestInfo, SessionManager, type SessionManagerOptions, type UserSession } from "./core/manager.js";
-export { addToStoredInteger, mergeMeta, touchMeta } from "./core/record.js";
+export { addToStoredInteger, isTimestamp, mergeMeta, touchMeta } from "./core/record.js";
 export type {
   AppSessionData,
   IntegerKey,

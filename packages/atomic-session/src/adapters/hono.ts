@@ -51,7 +51,7 @@ function putSessionHeaders(c: Context, session: SessionHeaders): void {
  * Every write is awaited inside the handler; the session's cookie goes on the handler's
  * response. A session error that carries a status (a store failure: 503 with `Retry-After`;
  * a race with a login: 409; a `Secure` cookie over plain HTTP: 403) is answered with that
- * status and the same JSON body as every other adapter; a store failure or a race with a
+ * status and the same JSON body as the node:http adapter; a store failure or a race with a
  * login hands out no session cookie. Works on any runtime; on `@hono/node-server` the socket
  * tells whether the request came over TLS.
  *

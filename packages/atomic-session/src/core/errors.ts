@@ -44,9 +44,14 @@ export class StoreUnavailableError extends SessionError {
     this.stack = `${this.name}: ${this.message}`;
   }
 
+  /** What went wrong, for logs: the innermost cause's message, or that the store did not answer in time. */
+  get reason(): string {
+    return this.timedOut ? "no answer within the deadline" : rootMessage(this.cause);
+  }
+
   /** One line for logs: which store, which operation, and what went wrong (the innermost cause). */
   get detail(): string {
-    const what = this.timedOut ? "did not answer within the deadline" : `failed: ${rootMessage(this.cause)}`;
+    const what = this.timedOut ? "did not answer within the deadline" : `failed: ${this.reason}`;
     return `the ${this.store} store ${what} (operation ${this.operation})`;
   }
 }

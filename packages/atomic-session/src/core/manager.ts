@@ -245,24 +245,7 @@ export class SessionManager {
    * the store's scan runs under the store deadline. O(sessions in the store): never on a request path.
    */
   async *listSessions(): AsyncGenerator<SessionInfo> {
-    const store = this.store;
-    const scan = store.scan?.bind(store);
-    if (scan === undefined) throw new SessionConfigError(`the ${store.kind} store cannot list its sessions (no scan ability)`);
-    const iterator = scan(Date.now())[Symbol.asyncIterator]();
-    let done = false;
-    try {
-      for (;;) {
-        const step = await this.#runtime.call("scan", () => iterator.next());
-        if (step.done === true) {
-          done = true;
-          return;
-        }
-        yield this.#infoOf(step.value);
-      }
-    } finally {
-      // Stops the store's scan when the caller breaks out (or a step failed); its outcome no longer matters.
-      if (!done) iterator.return?.().catch(() => undefined);
-    }
+    for await (const entry of this.#scan()) yield this.#infoOf(entry);
   }
 
   /** The live session whose handle is `handle`, found by scanning every session (O(sessions)). */
@@ -271,14 +254,11 @@ export class SessionManager {
     return undefined;
   }
 
-  /** Ends the session whose handle is `handle`, found by scanning every session; resolves whether there was one. */
+  /** Ends the session whose handle is `handle`, found by scanning every session; resolves its facts, or `undefined` when there was none. */
   async revokeSession(handle: string): Promise<SessionInfo | undefined> {
-    const store = this.store;
-    const scan = store.scan?.bind(store);
-    if (scan === undefined) throw new SessionConfigError(`the ${store.kind} store cannot list its sessions (no scan ability)`);
-    for await (const entry of scan(Date.now())) {
+    for await (const entry of this.#scan()) {
       if (handleOf(entry.key) !== handle) continue;
-      await this.#runtime.call("destroy", () => store.destroy(entry.key));
+      await this.#runtime.call("destroy", () => this.store.destroy(entry.key));
       this.#runtime.emit({ type: "destroyed", handle, userId: entry.meta.userId });
       return this.#infoOf(entry);
     }
@@ -293,11 +273,35 @@ export class SessionManager {
 
   /**
    * Deletes expired records now and resolves how many, or `undefined` when the store expires
-   * records by itself (Redis, memory). Stores sweep on their own timer too; this is for admin tools.
+   * records by itself (Redis, memory). Stores sweep on their own timer too; this is for admin
+   * tools. It runs in short batches but as long as it takes, without the store deadline: bound
+   * it yourself (the CLI gives it a minute).
    */
   async purgeExpired(): Promise<number | undefined> {
     const purge = this.store.purgeExpired?.bind(this.store);
     return purge === undefined ? undefined : purge(Date.now());
+  }
+
+  /** The store's scan, each step under the store deadline; stopping early stops the store's scan. */
+  async *#scan(): AsyncGenerator<UserSessionEntry> {
+    const store = this.store;
+    const scan = store.scan?.bind(store);
+    if (scan === undefined) throw new SessionConfigError(`the ${store.kind} store cannot list its sessions (no scan ability)`);
+    const iterator = scan(Date.now())[Symbol.asyncIterator]();
+    let done = false;
+    try {
+      for (;;) {
+        const step = await this.#runtime.call("scan", () => iterator.next());
+        if (step.done === true) {
+          done = true;
+          return;
+        }
+        yield step.value;
+      }
+    } finally {
+      // Stops the store's scan when the caller breaks out (or a step failed); its outcome no longer matters.
+      if (!done) iterator.return?.().catch(() => undefined);
+    }
   }
 
   #infoOf({ key, meta }: UserSessionEntry): SessionInfo {
@@ -437,7 +441,11 @@ function callWithDeadline<T>(
     const fail = (error: unknown, timedOut: boolean) => {
       if (pending.settled) return;
       deadlines.settled(pending);
-      if (error instanceof SessionError && !(error instanceof StoreUnavailableError)) return reject(error);
+      // A value the store refused (SessionValueError) is the caller's; a store that finds its own
+      // configuration wrong only now (a PostgreSQL schema missing) is unavailable, like any failure.
+      if (error instanceof SessionError && !(error instanceof StoreUnavailableError) && !(error instanceof SessionConfigError)) {
+        return reject(error);
+      }
       const failure =
         error instanceof StoreUnavailableError ? error : new StoreUnavailableError({ store, operation, timedOut, cause: error });
       emit({ type: "store-error", operation, error: failure });

@@ -664,11 +664,14 @@ export class Session {
     if (userId !== undefined) {
       meta.userId = userId;
       // Only a user's sessions are listed with their device; an anonymous session does not
-      // keep it (a long User-Agent triples a Redis hash: listpack → hashtable).
+      // keep it (a long User-Agent triples a Redis hash: listpack → hashtable). Present as
+      // undefined, it removes what a previous user of a rotated session left (mergeMeta).
       const agent = this.request.userAgent?.slice(0, MAX_USER_AGENT_LENGTH);
-      if (agent !== undefined && isWellFormed(agent)) meta.userAgent = agent;
+      meta.userAgent = agent !== undefined && agent !== "" && isWellFormed(agent) ? agent : undefined;
+      meta.persistent = persistent;
+    } else if (persistent !== undefined) {
+      meta.persistent = persistent;
     }
-    if (persistent !== undefined) meta.persistent = persistent;
     return meta;
   }
 

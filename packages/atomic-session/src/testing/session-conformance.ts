@@ -277,6 +277,12 @@ export function describeSessionConformance(name: string, open: () => Promise<Ses
       await rotating.session.regenerate();
       expect(rotating.response.cookie).not.toMatch(/Expires=/);
       expect(rotating.response.cookie).not.toContain(cookie);
+      // Another user logging in on that session does not inherit the previous user's choice or device.
+      const takeover = openSession(manager, cookiePair(rotating.response.cookie), "");
+      await takeover.session.login("next-user");
+      const info = await openSession(manager, cookiePair(takeover.response.cookie)).session.info();
+      expect(info).toMatchObject({ userId: "next-user", persistent: true, userAgent: undefined });
+      expect(takeover.response.cookie).toMatch(/; Expires=/);
     });
 
     it("a login past maxSessionsPerUser ends the user's oldest sessions", async (context) => {

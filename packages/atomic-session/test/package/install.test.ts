@@ -110,13 +110,11 @@ export const manager = new SessionManager({ store: new RedisStore({ url: "redis:
 
 const compilerOptions = {
   target: "ES2022",
-  rootDir: ".",
   module: "NodeNext",
   moduleResolution: "NodeNext",
   strict: true,
   noUncheckedIndexedAccess: true,
   verbatimModuleSyntax: true,
-  outDir: "dist",
 };
 
 describe("the packed library, installed into a fresh application", () => {
@@ -227,7 +225,7 @@ describe("the packed library, installed into a fresh application", () => {
       await writeFile(join(app, "redis-only/index.ts"), REDIS_ONLY);
       await writeFile(
         join(app, "tsconfig.json"),
-        JSON.stringify({ compilerOptions: { ...compilerOptions, types: ["node"] }, include: ["src"] }),
+        JSON.stringify({ compilerOptions: { ...compilerOptions, rootDir: "src", outDir: "dist", types: ["node"] }, include: ["src"] }),
       );
       await writeFile(
         join(app, "tsconfig.redis-only.json"),

@@ -4,47 +4,17 @@
  * deadline (not freeze), reads must go on, a call the worker could not start before its deadline
  * must never run later, and once the lock is free the same store must serve again.
  */
-import { once } from "node:events";
 import path from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { fileURLToPath } from "node:url";
 import { StoreUnavailableError } from "atomic-session";
 import { SqliteStore, SqliteStoreError } from "atomic-session/stores/sqlite";
 import { cookiePair, managerFor, openSession } from "atomic-session/testing";
 import { afterAll, describe, expect, it } from "vitest";
-import { spawnTracked, tempDir } from "../../../../test-support/processes.js";
+import { tempDir } from "../../../../test-support/processes.js";
+import { holdWriteLock } from "../../../../test-support/sqlite.js";
 
-const repositoryRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../..");
 const LOCK_MS = 6_000;
 const STORE_TIMEOUT_MS = 1_000;
-
-/** A child process that takes the write lock on `file`, says so, and releases it after `ms`. */
-async function holdWriteLock(file: string, ms: number): Promise<{ released: Promise<void> }> {
-  const script = `
-    const [file, ms] = process.argv.slice(1);
-    const { default: Database } = await import("better-sqlite3");
-    const db = new Database(file);
-    db.exec("BEGIN IMMEDIATE");
-    process.stdout.write("locked\\n");
-    setTimeout(() => { db.exec("COMMIT"); db.close(); process.stdout.write("released\\n"); }, Number(ms));
-  `;
-  const { child } = spawnTracked(process.execPath, ["--input-type=module", "-e", script, file, String(ms)], repositoryRoot);
-  let stdout = "";
-  const seen = (line: string) =>
-    new Promise<void>((resolve, reject) => {
-      const onData = (chunk: Buffer) => {
-        stdout += chunk.toString("utf8");
-        if (stdout.includes(`${line}\n`)) resolve();
-      };
-      child.stdout?.on("data", onData);
-      child.once("exit", (code) => (stdout.includes(`${line}\n`) ? resolve() : reject(new Error(`lock holder exited with ${code}`))));
-    });
-  const locked = seen("locked");
-  const released = seen("released");
-  released.catch(() => undefined);
-  await locked;
-  return { released: released.then(async () => void (child.exitCode === null && (await once(child, "exit")))) };
-}
 
 async function timed<T>(work: Promise<T>): Promise<{ ms: number; outcome: T | unknown }> {
   const started = performance.now();

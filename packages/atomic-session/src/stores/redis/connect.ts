@@ -51,11 +51,7 @@ export function connectUrl(url: string): RedisConnection {
   const client = createClient({
     url,
     disableOfflineQueue: true,
-    socket: {
-      connectTimeout: 5_000,
-      reconnectStrategy: (retries: number) =>
-        Math.min(50 * 2 ** Math.min(retries, 10), MAX_RECONNECT_DELAY_MS) + Math.floor(Math.random() * 50),
-    },
+    socket: { connectTimeout: 5_000, reconnectStrategy: reconnectDelay },
   });
   let lastError: unknown;
   let everReady = false;
@@ -91,14 +87,12 @@ export function connectUrl(url: string): RedisConnection {
       if (client.isOpen) client.destroy();
       return;
     }
-    // close() waits for pending replies; a stalled server must not hang dispose() forever.
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), 2_000);
-    });
-    const outcome = await Promise.race([client.close().then(() => "closed" as const), timedOut]);
-    clearTimeout(timer);
-    if (outcome === "timeout" && client.isOpen) client.destroy();
+    await closeGracefully(
+      () => client.close(),
+      () => {
+        if (client.isOpen) client.destroy();
+      },
+    );
   };
 
   return new NodeRedisConnection(client as unknown as NodeRedisClient, {
@@ -108,7 +102,27 @@ export function connectUrl(url: string): RedisConnection {
   });
 }
 
-/** Capped exponential backoff with jitter, as `connectUrl` uses: at most every 2 s. */
+/**
+ * Closes a client the store built, waiting for its pending replies, but at most 2 s: a stalled
+ * server must not hang dispose() forever. Past that, or when closing fails, it is destroyed.
+ */
+async function closeGracefully(close: () => Promise<unknown>, destroy: () => unknown): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), 2_000);
+  });
+  const outcome = await Promise.race([
+    close().then(
+      () => "closed" as const,
+      () => "failed" as const,
+    ),
+    timedOut,
+  ]);
+  clearTimeout(timer);
+  if (outcome !== "closed") await Promise.resolve(destroy()).catch(() => {});
+}
+
+/** Capped exponential backoff with jitter for every client the store builds: at most every 2 s. */
 function reconnectDelay(retries: number): number {
   return Math.min(50 * 2 ** Math.min(retries, 10), MAX_RECONNECT_DELAY_MS) + Math.floor(Math.random() * 50);
 }
@@ -189,20 +203,10 @@ function ownedClient<C>(lifecycle: Lifecycle<C>): ClientSource<C> {
       const open = client;
       client = undefined;
       if (open === undefined) return;
-      // close() waits for pending replies; a stalled server must not hang dispose() forever.
-      let stop: NodeJS.Timeout | undefined;
-      const timedOut = new Promise<"timeout">((resolve) => {
-        stop = setTimeout(() => resolve("timeout"), 2_000);
-      });
-      const outcome = await Promise.race([
-        lifecycle.close(open).then(
-          () => "closed" as const,
-          () => "failed" as const,
-        ),
-        timedOut,
-      ]);
-      clearTimeout(stop);
-      if (outcome !== "closed") await Promise.resolve(lifecycle.destroy(open)).catch(() => {});
+      await closeGracefully(
+        () => lifecycle.close(open),
+        () => lifecycle.destroy(open),
+      );
     },
   };
 }

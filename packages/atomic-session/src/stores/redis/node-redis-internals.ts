@@ -3,7 +3,7 @@
  * cluster client refreshes its slot map only on `MOVED`, and its only way to rediscover the
  * topology after a master died is the private `_slots.rediscover(node)`. When a node-redis
  * release renames it, `canRediscoverSlots` turns false, the store falls back to node-redis's
- * own behaviour (recovery on the next `MOVED`), and `test/stores/node-redis-internals.test.ts`
+ * own behaviour (recovery on the next `MOVED`), and `test/stores/redis-internals.test.ts`
  * fails, so that the pinned version is looked at again.
  * @module
  */
