@@ -267,6 +267,21 @@ describe("store failures", () => {
     await expect(manager.checkHealth()).rejects.toBeInstanceOf(StoreUnavailableError);
   });
 
+  it("a store that finds its own configuration wrong only at run time is unavailable (503), not a 500 that names it", async () => {
+    const misconfigured = new Proxy(memory(), {
+      get(target, property, receiver) {
+        if (property === "load")
+          return () => Promise.reject(new SessionConfigError('PostgresStore: "public"."atomic_session_meta" does not exist'));
+        return Reflect.get(target, property, receiver);
+      },
+    });
+    const { session } = openSession(managerFor(misconfigured), `sessionID=${"a".repeat(43)}`);
+    const failure = await session.exists().catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(StoreUnavailableError);
+    expect((failure as StoreUnavailableError).message).not.toMatch(/Postgres|atomic_session/);
+    expect((failure as StoreUnavailableError).cause).toBeInstanceOf(SessionConfigError);
+  });
+
   it("a store that throws fails the call with StoreUnavailableError naming the operation, and emits store-error", async () => {
     const broken = new Proxy(memory(), {
       get(target, property, receiver) {
