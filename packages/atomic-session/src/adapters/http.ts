@@ -60,37 +60,42 @@ export interface SessionHeaders extends ResponseHeaders {
   readonly varies: boolean;
 }
 
+/** What one response's session decided, as a class: one object per request, its methods shared. */
+class SessionHeaderState implements SessionHeaders {
+  cookie: string | undefined;
+  varies = false;
+  #appended: string[] | undefined;
+
+  constructor(readonly headersSent: () => boolean) {}
+
+  get cookies(): readonly string[] {
+    const appended = this.#appended ?? [];
+    return this.cookie === undefined ? appended : [...appended, this.cookie];
+  }
+
+  setCookie(value: string): void {
+    this.cookie = value;
+    this.varies = true;
+  }
+
+  withdrawCookie(): void {
+    this.cookie = undefined;
+  }
+
+  appendCookie(value: string): void {
+    this.#appended ??= [];
+    if (!this.#appended.includes(value)) this.#appended.push(value);
+    this.varies = true;
+  }
+
+  varyOnCookie(): void {
+    this.varies = true;
+  }
+}
+
 /** Fresh {@link SessionHeaders} for one response; `headersSent` tells whether its headers went out. */
 export function sessionHeaders(headersSent: () => boolean): SessionHeaders {
-  let cookie: string | undefined;
-  const appended: string[] = [];
-  let varies = false;
-  return {
-    get cookie() {
-      return cookie;
-    },
-    get cookies() {
-      return cookie === undefined ? appended : [...appended, cookie];
-    },
-    get varies() {
-      return varies;
-    },
-    setCookie(value) {
-      cookie = value;
-      varies = true;
-    },
-    withdrawCookie() {
-      cookie = undefined;
-    },
-    appendCookie(value) {
-      if (!appended.includes(value)) appended.push(value);
-      varies = true;
-    },
-    varyOnCookie() {
-      varies = true;
-    },
-    headersSent,
-  };
+  return new SessionHeaderState(headersSent);
 }
 
 /**

@@ -153,6 +153,10 @@ interface Binding {
   handle?: string;
 }
 
+/** What a session without a record holds: shared, never written (most requests never load anything). */
+const NO_FIELDS: Map<string, string> = new Map();
+const NO_VALUES: Map<string, unknown> = new Map();
+
 const MAX_USER_AGENT_LENGTH = 256;
 const MAX_USER_ID_LENGTH = 256;
 const MAX_KEY_LENGTH = 256;
@@ -172,9 +176,9 @@ export class Session {
   /** The cookie's session was rotated away by a concurrent request: writes fail with 409. */
   #rotatedAway = false;
   /** JSON text of each field as last seen in the store. */
-  #fields = new Map<string, string>();
+  #fields: Map<string, string> = NO_FIELDS;
   /** Decoded values, null-prototype-safe because it is a Map. */
-  #values = new Map<string, unknown>();
+  #values: Map<string, unknown> = NO_VALUES;
   #loading: Promise<void> | undefined;
   /** Serialises this handle's store operations so that two concurrent writes cannot both create a session. */
   #queue: Promise<unknown> | undefined;
@@ -610,6 +614,9 @@ export class Session {
   }
 
   #remember(set: ReadonlyMap<string, string>, deleted: readonly string[]): void {
+    // Written only once a record was adopted (which gives the session maps of its own): never the shared empty ones.
+    if (this.#fields === NO_FIELDS) this.#fields = new Map();
+    if (this.#values === NO_VALUES) this.#values = new Map();
     for (const [key, json] of set) {
       this.#fields.set(key, json);
       this.#values.set(key, JSON.parse(json));
@@ -639,8 +646,8 @@ export class Session {
 
   #forget(): void {
     this.#binding = undefined;
-    this.#fields = new Map();
-    this.#values = new Map();
+    this.#fields = NO_FIELDS;
+    this.#values = NO_VALUES;
   }
 
   #assertNotRotated(): void {
