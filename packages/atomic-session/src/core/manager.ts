@@ -182,6 +182,9 @@ export class SessionManager {
         });
       },
       emit,
+      get observed() {
+        return listeners.size > 0;
+      },
       now: Date.now,
     };
   }

@@ -140,6 +140,8 @@ export interface SessionRuntime {
   /** A plain-HTTP request would get a `Secure` cookie it cannot use: reported once per manager. */
   reportInsecureRequest(): void;
   emit(event: SessionEvent): void;
+  /** Whether anyone listens to events: when nobody does, the hot paths skip building them (a handle costs a hash). */
+  readonly observed: boolean;
   now(): number;
 }
 
@@ -503,7 +505,9 @@ export class Session {
         // No clearing Set-Cookie: this request may race a login that just rotated the ID, and
         // clearing the cookie would then log the browser out of the new session.
         if (record === "rotated") this.#rotatedAway = true;
-        this.runtime.emit({ type: "expired", handle: handleOf(key), reason: blind === undefined ? record : `${record} after a write` });
+        if (this.runtime.observed) {
+          this.runtime.emit({ type: "expired", handle: handleOf(key), reason: blind === undefined ? record : `${record} after a write` });
+        }
         continue;
       }
       this.#rotatedAway = false;
@@ -702,7 +706,7 @@ export class Session {
       this.#adopt({ id, key, meta: recordMeta }, { fields, values: decodeFields(fields) ?? new Map() });
       this.#status = "modified";
       this.#sendCookie();
-      this.runtime.emit({ type: "created", handle: this.handle as string, userId: recordMeta.userId });
+      if (this.runtime.observed) this.runtime.emit({ type: "created", handle: this.handle as string, userId: recordMeta.userId });
       return;
     }
   }
@@ -719,12 +723,19 @@ export class Session {
       this.#lose(binding, moved, "gone before a rotation");
       return false;
     }
-    const previousHandle = this.handle as string;
+    const previousKey = binding.key;
     const values = decodeFields(moved.fields) ?? new Map();
     this.#adopt({ id, key, meta: moved.meta }, { fields: moved.fields, values });
     this.#status = "modified";
     this.#sendCookie();
-    this.runtime.emit({ type: "rotated", handle: this.handle as string, previousHandle, userId: moved.meta.userId });
+    if (this.runtime.observed) {
+      this.runtime.emit({
+        type: "rotated",
+        handle: this.handle as string,
+        previousHandle: handleOf(previousKey),
+        userId: moved.meta.userId,
+      });
+    }
     return true;
   }
 
