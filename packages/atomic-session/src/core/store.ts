@@ -163,11 +163,13 @@ export interface SessionStore {
 
   /**
    * Destroys every session bound to `userId`, in bounded batches, and resolves the keys of
-   * those that were live (optional ability): the core reports each one as destroyed.
+   * those that were live (optional ability): the core reports each one as destroyed. A session
+   * of the user that rotates while this runs is ended under its new key too; a store may reject
+   * (a system failure) rather than resolve while a session of the user is still live.
    */
   revokeUserSessions?(userId: string, now: number): Promise<string[]>;
 
-  /** How many live sessions the store holds (optional ability). */
+  /** How many live sessions the store holds (optional ability); a rotation marker may be counted for the minute it lives. */
   count?(now: number): Promise<number>;
 
   /**

@@ -52,6 +52,12 @@ function live(found: StoredSession | string): StoredSession {
   return found;
 }
 
+/** Lets the event loop run for `ms` (finer than a timer can wait). */
+async function spin(ms: number): Promise<void> {
+  const until = performance.now() + ms;
+  while (performance.now() < until) await new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Load options at `now` under which no touch is due (the idle timeout and touch interval are an hour). */
 export function at(now: number) {
   return { now, idleTimeoutMs: HOUR, touchIntervalMs: HOUR };
@@ -414,6 +420,34 @@ export function describeStoreConformance(name: string, open: () => Promise<Store
         expect(revoked.sort()).toEqual(keys.slice(100).sort());
         expect(await store.listUserSessions(user, Date.now())).toEqual([]);
         expect(await store.load(keys[2_000] as string, noTouch())).toBe("gone");
+      });
+
+      it("revokes every session of a user even while one of them rotates to a new key (50 races)", async (context) => {
+        if (store.listUserSessions === undefined || store.revokeUserSessions === undefined) return context.skip();
+        const revoke = store.revokeUserSessions.bind(store);
+        // The rotation comes from another connection, as a login in another process would.
+        const rotating = harness.second ?? store;
+        for (let round = 0; round < 50; round++) {
+          const user = `race-${newKey().slice(0, 8)}`;
+          const now = Date.now();
+          // Mostly the rotated session alone, which a revocation must not take for "nothing left".
+          const keys = Array.from({ length: round % 4 === 3 ? 3 : 1 }, () => newKey());
+          await Promise.all(keys.map((key) => store.create(key, record({ n: "1" }, metaFor(now, { userId: user })))));
+          const [from, to] = [keys[0] as string, newKey()];
+          // As regenerate() does: the same user, a new key. The revocation starts a little later each
+          // round (0 to 2.4 ms), so that over the rounds it meets every step of the rotation.
+          const rotated = rotating.rotate(from, to, rotation(now, { userId: user }));
+          await spin((round % 17) * 0.15);
+          const [revoked, moved] = await Promise.all([revoke(user, Date.now()), rotated]);
+          const what = `round ${round}: revoked ${revoked.length}, rotate answered ${typeof moved === "string" ? moved : "the record"}`;
+          expect(await store.listUserSessions(user, Date.now()), what).toEqual([]);
+          expect(await store.load(to, noTouch()), what).toBe("gone");
+          expect(["gone", "rotated"], what).toContain(await store.load(from, noTouch()));
+          expect(new Set(revoked).size, what).toBe(revoked.length);
+          expect(revoked, what).toEqual(expect.arrayContaining(keys.slice(1)));
+          expect([...keys, to], what).toEqual(expect.arrayContaining(revoked));
+          expect(revoked.includes(from) || revoked.includes(to), what).toBe(true);
+        }
       });
 
       it("leaves expired sessions out of a user's list", async (context) => {

@@ -147,7 +147,8 @@ describe("durability: options", () => {
 for (const flavor of ["store-built node-redis", "injected node-redis", "injected ioredis"] as const) {
   describe(`durability: ${flavor}`, () => {
     it("resolves a login, a logout and a revocation only once the replica holds them", async () => {
-      const { store, close } = await openStore(flavor);
+      // The replica thaws 120 ms into the wait: a second leaves the thawed replica time to answer on a loaded machine.
+      const { store, close } = await openStore(flavor, { replicas: 1, timeoutMs: 1_000 });
       const manager = new SessionManager({ store, storeTimeoutMs: STORE_TIMEOUT_MS });
       try {
         const anonymous = openSession(manager);
@@ -213,6 +214,47 @@ for (const flavor of ["store-built node-redis", "injected node-redis", "injected
         await again.session.increment("n");
         await openSession(manager, cookiePair(again.response.cookie)).session.destroy();
         expect(await openSession(manager, cookiePair(again.response.cookie)).session.exists()).toBe(false);
+      } finally {
+        await close();
+      }
+    });
+
+    it("refuses a login the replica did not acknowledge (503) and leaves the session as it was: the same cookie keeps its data, and logs in once the replica is back", async () => {
+      const { store, close } = await openStore(flavor);
+      const manager = new SessionManager({ store, storeTimeoutMs: STORE_TIMEOUT_MS });
+      const user = `refused-${Math.random().toString(36).slice(2)}`;
+      try {
+        const first = openSession(manager);
+        await first.session.set({ cart: ["book"] });
+        await first.session.increment("n");
+        const cookie = cookiePair(first.response.cookie);
+        replica.pause();
+        try {
+          const refused = openSession(manager, cookie);
+          const outcome = await refused.session.login(user).then(
+            () => undefined,
+            (error: unknown) => error,
+          );
+          expect(outcome).toBeInstanceOf(StoreUnavailableError);
+          expect((outcome as StoreUnavailableError).cause).toBeInstanceOf(RedisDurabilityError);
+          expect(refused.response.cookie).toBeUndefined();
+          // Not a rotation marker (a 409 until it expires): the session, with its data, under the same cookie.
+          const retried = openSession(manager, cookie);
+          expect(await retried.session.all()).toEqual({ cart: ["book"], n: 1 });
+          expect(await retried.session.increment("n")).toBe(2);
+          expect(retried.response.cookie).toBeUndefined();
+          // The new key the refused login wrote is gone, from the user's index too.
+          expect(await manager.listUserSessions(user)).toEqual([]);
+        } finally {
+          replica.resume();
+        }
+        const login = openSession(manager, cookie);
+        await login.session.login(user);
+        const after = openSession(manager, cookiePair(login.response.cookie));
+        expect(await after.session.all()).toEqual({ cart: ["book"], n: 2 });
+        expect((await after.session.info())?.userId).toBe(user);
+        expect((await manager.listUserSessions(user)).map(({ handle }) => handle)).toEqual([after.session.handle]);
+        expect(await openSession(manager, cookie).session.exists()).toBe(false);
       } finally {
         await close();
       }

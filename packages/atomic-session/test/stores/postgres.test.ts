@@ -22,6 +22,7 @@ import {
   metaFor,
   newKey,
   openSession,
+  rotation,
   type StoreHarness,
 } from "atomic-session/testing";
 import pg from "pg";
@@ -203,12 +204,15 @@ describe("PostgresStore", () => {
     expect(await sql("SELECT count(*)::int AS n FROM managed.app_sessions")).toEqual([{ n: 1 }]);
   });
 
-  it("with createSchema: false and no schema, refuses with SessionConfigError naming schema.sql (not a 503)", async () => {
+  it("with createSchema: false and no schema, refuses with SessionConfigError naming schema.sql (through the manager, a 503 caused by it)", async () => {
     const store = track(new PostgresStore({ url: database.url, table: "never_created", createSchema: false }));
     await expect(store.ping()).rejects.toThrow(SessionConfigError);
     await expect(store.ping()).rejects.toThrow(/never_created_meta" does not exist.*schema\.sql/);
     const manager = new SessionManager({ store });
-    await expect(manager.checkHealth()).rejects.toBeInstanceOf(SessionConfigError);
+    const failure = await manager.checkHealth().catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(StoreUnavailableError);
+    expect((failure as StoreUnavailableError).cause).toBeInstanceOf(SessionConfigError);
+    expect((failure as StoreUnavailableError).detail).toMatch(/schema\.sql/);
     expect(await sql("SELECT to_regclass('public.never_created') AS found")).toEqual([{ found: null }]);
   });
 
@@ -345,6 +349,60 @@ describe("PostgresStore", () => {
       live(await store.rotate(from, to, { meta: { userId: "ada" }, now: Date.now(), markerExpiresAt: Date.now() + 60_000 })).meta.userId,
     ).toBe("ada");
     expect(await store.load(from, noTouch())).toBe("rotated");
+  });
+
+  it("logs a user out everywhere while a login holds the session's row: the revocation waits for it, then ends the key it moved to", async () => {
+    const raw = newPool();
+    pools.push(raw);
+    // The rotation's transaction stops before its COMMIT until `release`, holding the moved row.
+    let holding: { reached: () => void; release: Promise<void> } | undefined;
+    const held: PostgresPool = {
+      query: (query) => raw.query(query as pg.QueryConfig),
+      async connect() {
+        const client = await raw.connect();
+        return {
+          async query(query) {
+            const hold = holding;
+            if (query.text === "COMMIT" && hold !== undefined) {
+              holding = undefined;
+              hold.reached();
+              await hold.release;
+            }
+            return client.query(query as pg.QueryConfig);
+          },
+          release: (destroy) => client.release(destroy),
+        };
+      },
+    };
+    const rotating = track(new PostgresStore({ pool: held, table: "revoked_while_rotating" }));
+    const revoking = track(new PostgresStore({ url: database.url, table: "revoked_while_rotating" }));
+    await Promise.all([rotating.ping(), revoking.ping()]);
+    const user = `held-${newKey().slice(0, 8)}`;
+    const [from, to] = [newKey(), newKey()];
+    await revoking.create(from, record({ visits: "1" }, metaFor(Date.now(), { userId: user })));
+
+    let release = () => {};
+    const reached = new Promise<void>((resolve) => {
+      holding = { reached: resolve, release: new Promise<void>((done) => (release = done)) };
+    });
+    const rotated = rotating.rotate(from, to, rotation(Date.now(), { userId: user }));
+    await reached;
+    const revoked = revoking.revokeUserSessions(user, Date.now());
+    // Its DELETE waits on the row the rotation locked.
+    for (let waited = 0; ; waited += 20) {
+      const [row] = await sql<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+      );
+      if ((row?.n ?? 0) > 0) break;
+      if (waited > 5_000) throw new Error("the revocation never waited on the rotation's lock");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    release();
+    expect(live(await rotated).meta.userId).toBe(user);
+    expect(await revoked).toEqual([to]);
+    expect(await revoking.load(to, noTouch())).toBe("gone");
+    expect(await revoking.load(from, noTouch())).toBe("rotated");
+    expect(await revoking.listUserSessions(user, Date.now())).toEqual([]);
   });
 
   it("increments exactly as addToStoredInteger: the same values accepted, the same refused, nothing written on a refusal", async () => {

@@ -5,6 +5,7 @@
  * rotation steps interleaved with other writes, a user's index at 10,000 sessions with
  * members that died behind its back, key layout, URLs, RESP3, reconnection.
  */
+import { createHash } from "node:crypto";
 import type { SessionStore, StoredSession } from "atomic-session";
 import { addToStoredInteger, SessionConfigError, SessionValueError, touchMeta } from "atomic-session";
 import { type NodeRedisClient, RedisStore } from "atomic-session/stores/redis";
@@ -536,6 +537,26 @@ describe("redis store: Redis specifics", () => {
     }
   });
 
+  it("destroys a session whose user index cannot be updated: the logout resolves and the session is gone", async () => {
+    const store = new RedisStore({ url: server.url, prefix: "wrongindex:" });
+    try {
+      const user = `wrong-${newKey().slice(0, 8)}`;
+      const [key, kept] = [newKey(), newKey()];
+      await store.create(key, record({}, metaFor(Date.now(), { userId: user })));
+      await store.create(kept, record({}, metaFor(Date.now(), { userId: user })));
+      const indexKey = `wrongindex:user:${createHash("sha256").update(user).digest("base64url")}`;
+      expect(await admin.type(indexKey)).toBe("zset");
+      // A value of another type under the index key: every ZREM on it fails with WRONGTYPE.
+      await admin.set(indexKey, "not a sorted set");
+      await expect(store.destroy(key)).resolves.toBeUndefined();
+      expect(await admin.exists(`wrongindex:${key}`)).toBe(0);
+      expect(await store.load(key, noTouch())).toBe("gone");
+      expect(live(await store.load(kept, noTouch())).meta.userId).toBe(user);
+    } finally {
+      await store.dispose();
+    }
+  });
+
   it("keeps the user index in step when apply rebinds or unbinds a user", async () => {
     const client = ioRedis(server.url);
     const store = new RedisStore({ client, prefix: "rebind:" });
@@ -604,16 +625,18 @@ describe("redis store: Redis specifics", () => {
 });
 
 /**
- * A node-redis client that can, once, run `between` right after the next reply to a plain
- * HGETALL (that is, between `rotate`'s read of the old record and its writes), or refuse the
- * next run of one script as a lost connection would.
+ * A node-redis client that can run `between` right after the next reply to a plain HGETALL
+ * (that is, between `rotate`'s read of the old record and its writes), or after each of the
+ * next `times` replies to another command (a ZSCAN: between a revocation's read of the index
+ * and its REVOKEs), or refuse the next run of one script as a lost connection would.
  */
 function interleaving(real: NodeRedis): {
   client: NodeRedisClient;
   afterRead(between: () => Promise<unknown>): void;
+  after(command: string, between: () => Promise<unknown>, times?: number): void;
   failNext(script: { sha1: string }): void;
 } {
-  let between: (() => Promise<unknown>) | undefined;
+  let hook: { command: string; between: () => Promise<unknown>; times: number } | undefined;
   let failing: string | undefined;
   const client: NodeRedisClient = {
     get isOpen() {
@@ -625,18 +648,22 @@ function interleaving(real: NodeRedis): {
         throw new Error("connection lost");
       }
       const reply = await real.sendCommand([...args]);
-      const run = between;
-      if (args[0] === "HGETALL" && run !== undefined) {
-        between = undefined;
-        await run();
+      const current = hook;
+      if (current !== undefined && args[0] === current.command) {
+        current.times--;
+        if (current.times === 0) hook = undefined;
+        await current.between();
       }
       return reply;
     },
   };
   return {
     client,
-    afterRead(run) {
-      between = run;
+    afterRead(between) {
+      hook = { command: "HGETALL", between, times: 1 };
+    },
+    after(command, between, times = 1) {
+      hook = { command, between, times };
     },
     failNext(script) {
       failing = script.sha1;
@@ -708,6 +735,35 @@ describe("redis store: rotation steps interleaved with other requests", () => {
     expect(await holds(from)).toBe(false);
     expect(await holds(to)).toBe(false);
     expect(await store.listUserSessions("out", Date.now())).toEqual([]);
+  });
+
+  it("a login between a revocation's read of the index and its REVOKE: the revocation reads the index again and ends the new key", async () => {
+    const user = `everywhere-${newKey().slice(0, 8)}`;
+    const [from, to, second] = [newKey(), newKey(), newKey()];
+    await store.create(from, record({ visits: "1" }, metaFor(Date.now(), { userId: user })));
+    await store.create(second, record({}, metaFor(Date.now(), { userId: user })));
+    // The index read lists `from`; the rotation then indexes `to` and leaves a marker under `from`.
+    hook.after("ZSCAN", async () => live(await other.rotate(from, to, rotation(Date.now(), { userId: user }))));
+    expect((await store.revokeUserSessions(user, Date.now())).sort()).toEqual([second, to].sort());
+    expect(await holds(to)).toBe(false);
+    expect(await store.load(from, noTouch())).toBe("rotated");
+    expect(await store.listUserSessions(user, Date.now())).toEqual([]);
+  });
+
+  it("a session that rotates again before every read of the index: the revocation gives up after 10 passes, and the next one ends it", async () => {
+    const user = `restless-${newKey().slice(0, 8)}`;
+    let head = newKey();
+    await store.create(head, record({}, metaFor(Date.now(), { userId: user })));
+    const rotateHead = async () => {
+      const next = newKey();
+      live(await other.rotate(head, next, rotation(Date.now())));
+      head = next;
+    };
+    hook.after("ZSCAN", rotateHead, 10);
+    await expect(store.revokeUserSessions(user, Date.now())).rejects.toThrow(/kept rotating to new keys through 10 passes/);
+    expect(await store.revokeUserSessions(user, Date.now())).toEqual([head]);
+    expect(await holds(head)).toBe(false);
+    expect(await store.listUserSessions(user, Date.now())).toEqual([]);
   });
 
   it("a failure after the new key was written destroys it again and leaves the old session as it was", async () => {

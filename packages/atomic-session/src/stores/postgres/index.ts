@@ -235,12 +235,20 @@ function statements(names: SchemaNames) {
       `SELECT key, ${META_COLUMNS} FROM ${t}
        WHERE user_id = $1 AND key > $2 AND expires_at > $3::bigint AND NOT rotated ORDER BY key LIMIT ${PAGE}`,
     ),
-    // The outer `user_id = $1` is checked again on the newest row version: a session rotated meanwhile
-    // (its row now a marker, with no user) is not deleted, and its marker stays.
+    // One row per candidate the snapshot found, with `live` set for those deleted while live. The outer
+    // `user_id = $1` is checked again on the newest row version: a candidate rotated meanwhile (its row
+    // now a marker, with no user) is not deleted and its marker stays, while the row it moved to, not in
+    // this statement's snapshot, is a candidate of the next batch. `candidates` is named twice, so
+    // PostgreSQL computes it once: the rows reported are the rows the DELETE was given.
     revokeBatch: named(
       "revoke_batch",
-      `DELETE FROM ${t} WHERE key IN (SELECT key FROM ${t} WHERE user_id = $1 LIMIT ${PAGE}) AND user_id = $1
-       RETURNING key, (expires_at > $2::bigint AND NOT rotated) AS live`,
+      `WITH candidates AS (
+         SELECT key FROM ${t} WHERE user_id = $1 LIMIT ${PAGE}
+       ), deleted AS (
+         DELETE FROM ${t} WHERE key IN (SELECT key FROM candidates) AND user_id = $1
+         RETURNING key, (expires_at > $2::bigint AND NOT rotated) AS live
+       )
+       SELECT candidates.key, deleted.key IS NOT NULL AS deleted, deleted.live FROM candidates LEFT JOIN deleted USING (key)`,
     ),
     count: named("count", `SELECT count(*) AS n FROM ${t} WHERE expires_at > $1::bigint AND NOT rotated`),
     // Pages walk the primary key.
@@ -464,6 +472,11 @@ export class PostgresStore implements SessionStore {
    * Deletes every session of `userId`, {@link PAGE} rows per statement (each its own short
    * transaction), until none is left; resolves the keys of those that were live. Expired rows
    * of the user go too: they are dead already.
+   *
+   * A batch ends the revocation only when it found less than a page and deleted every row it
+   * found. A row it found but could not delete was changed meanwhile: destroyed, rebound, or
+   * rotated (a login or `regenerate()` that held the row while this batch waited), and then the
+   * session lives on in a row this batch could not see, which the next batch finds.
    */
   async revokeUserSessions(userId: string, now: number): Promise<string[]> {
     const pool = await this.#ready();
@@ -471,9 +484,12 @@ export class PostgresStore implements SessionStore {
     const revoked: string[] = [];
     for (;;) {
       const { rows } = await pool.query({ ...this.#sql.revokeBatch, values: [userId, at] });
-      for (const row of rows as Row[]) if (row.live === "t" && typeof row.key === "string") revoked.push(row.key);
-      // Until a batch finds nothing: one that found fewer than a page may have lost rows to a concurrent delete.
-      if (rows.length === 0) return revoked;
+      let changed = false;
+      for (const row of rows as Row[]) {
+        if (row.deleted !== "t") changed = true;
+        else if (row.live === "t" && typeof row.key === "string") revoked.push(row.key);
+      }
+      if (rows.length < PAGE && !changed) return revoked;
     }
   }
 

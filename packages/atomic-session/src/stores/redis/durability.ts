@@ -105,6 +105,22 @@ export class DurableWrites {
     keys: readonly [string, ...string[]],
     args: readonly string[],
   ): Promise<RedisReply> {
+    const { reply, unconfirmed } = await this.runScriptOutcome(operation, script, keys, args);
+    if (unconfirmed !== undefined) throw unconfirmed;
+    return reply;
+  }
+
+  /**
+   * As {@link runScript}, but a shortfall of replicas is returned beside the script's reply
+   * instead of thrown: the script did run on the primary, and a caller that must undo what it
+   * wrote (rotate) needs its reply. Rejects, as `runScript` does, when the pipeline itself fails.
+   */
+  async runScriptOutcome(
+    operation: string,
+    script: LuaScript,
+    keys: readonly [string, ...string[]],
+    args: readonly string[],
+  ): Promise<{ reply: RedisReply; unconfirmed: RedisDurabilityError | undefined }> {
     const detected = await this.#connection.detected();
     const tail = [String(keys.length), ...keys, ...args];
     let replies: unknown[];
@@ -117,9 +133,11 @@ export class DurableWrites {
     }
     const acknowledged = Number(normalize(replies[1]));
     const { replicas, timeoutMs } = this.#options;
-    if (!(acknowledged >= replicas))
-      throw new RedisDurabilityError(operation, Number.isFinite(acknowledged) ? acknowledged : 0, replicas, timeoutMs);
-    return normalize(replies[0]);
+    const unconfirmed =
+      acknowledged >= replicas
+        ? undefined
+        : new RedisDurabilityError(operation, Number.isFinite(acknowledged) ? acknowledged : 0, replicas, timeoutMs);
+    return { reply: normalize(replies[0]), unconfirmed };
   }
 }
 

@@ -47,7 +47,20 @@ import {
 } from "./client.js";
 import { checkDurability, type DurabilityOptions, DurableWrites } from "./durability.js";
 import type { LuaScript } from "./scripts.js";
-import { APPLY, COMPARE_AND_SET, CREATE, DESTROY, INCREMENT, INDEX_ADD, LOAD, REPLACE, REVOKE, recordDigest, TAKE } from "./scripts.js";
+import {
+  APPLY,
+  COMPARE_AND_SET,
+  CREATE,
+  DESTROY,
+  INCREMENT,
+  INDEX_ADD,
+  LOAD,
+  REPLACE,
+  REVOKE,
+  recordDigest,
+  TAKE,
+  UNDO_TAKE,
+} from "./scripts.js";
 
 export type {
   AnyRedisClient,
@@ -95,10 +108,11 @@ export interface RedisStoreOptions {
    * (`revokeUserSessions`) and a login's rotation (the step that ends the old key) resolve only
    * once `replicas` replicas acknowledged them (`WAIT replicas timeoutMs`, pipelined right after
    * the write on the same connection); when fewer do within `timeoutMs` they reject (the
-   * manager answers 503). Without it a primary that dies before replicating such a write brings
-   * the ended cookie back after the failover. Costs the replication wait on those writes (and
-   * on the commands queued behind them on the same connection: `WAIT` holds it); keep
-   * `timeoutMs` small and under the manager's `storeTimeoutMs`. See `durability.ts`.
+   * manager answers 503; a login refused so puts the old session back, see `rotate`). Without
+   * it a primary that dies before replicating such a write brings the ended cookie back after
+   * the failover. Costs the replication wait on those writes (and on the commands queued
+   * behind them on the same connection: `WAIT` holds it); keep `timeoutMs` small and under the
+   * manager's `storeTimeoutMs`. See `durability.ts`.
    */
   durability?: DurabilityOptions;
 }
@@ -134,6 +148,12 @@ const ZREM_BATCH = 500;
  * ZSCAN page size of a user's index): each call holds one batch, whatever the number of sessions.
  */
 const READ_BATCH = 250;
+/**
+ * Most walks over a user's index one revocation makes: it walks again while it met sessions that
+ * rotated to a new key during the walk, and gives up (rejects) past this, so that a steady
+ * stream of rotations cannot keep it going forever.
+ */
+const REVOKE_PASSES = 10;
 /** The meta fields `scan()` reads, in the order `parseMetaList` expects. */
 const META_LIST = [M.createdAt, M.lastSeenAt, M.absoluteExpiresAt, M.expiresAt, M.userId, M.userAgent, M.persistent];
 
@@ -234,7 +254,7 @@ export class RedisStore implements SessionStore {
         await this.#indexAdd(meta.userId, key, scoreOf(meta), now);
       } catch (error) {
         // create rejects, so the cookie is never issued: the record would only be an orphan.
-        await this.destroy(key).catch(() => undefined);
+        await this.#discard(key).catch(() => undefined);
         throw error;
       }
     }
@@ -322,6 +342,14 @@ export class RedisStore implements SessionStore {
    * 5. drop the old key from its user's index (best effort: a listing drops a stale member anyway).
    * Any failure after step 2 destroys the new key again (best effort) before rejecting: the
    * cookie for it is never issued. Three round trips, four for a session bound to a user.
+   *
+   * With `durability`, step 4 is the durable write. When TAKE ran on the primary but fewer
+   * replicas than asked confirmed it, the login is refused (it rejects with
+   * `RedisDurabilityError`, a 503) and the old key gets back the record TAKE took (UNDO_TAKE,
+   * only over the marker TAKE left): the refused login leaves the session as it was, and the
+   * browser's next try with the same cookie can succeed, instead of meeting a marker (409) until
+   * it expires. Should that restoring write fail too, the marker stays and the session is lost:
+   * the browser starts a new anonymous session once the marker expires, and the user logs in again.
    */
   async rotate(fromKey: string, toKey: string, { meta, now, markerExpiresAt }: Rotation): Promise<StoredSession | Absent> {
     const at = Math.floor(now);
@@ -334,23 +362,27 @@ export class RedisStore implements SessionStore {
     if (created !== 1) throw new Error("Redis store rotate: the new key already holds a session");
     try {
       if (moved.meta.userId !== undefined) await this.#indexAdd(moved.meta.userId, toKey, scoreOf(moved.meta), at);
-      const taken = await this.#securityWrite("rotate", TAKE, [this.#sessionKey(fromKey)], [String(at), markerAt, recordDigest(read.list)]);
+      const { reply: taken, unconfirmed } = await this.#take(fromKey, [String(at), markerAt, recordDigest(read.list)]);
       if (isAbsent(taken)) {
-        await this.destroy(toKey);
+        await this.#discard(toKey);
         return taken;
+      }
+      if (unconfirmed !== undefined) {
+        await this.#undoTake(fromKey, taken === 1 ? read.list : taken).catch(() => undefined);
+        throw unconfirmed;
       }
       const previousUsers = new Set([read.record.meta.userId]);
       if (taken !== 1) {
         const latest = parseRecord(taken);
         if (latest === undefined || latest === "rotated") {
-          await this.destroy(toKey);
+          await this.#discard(toKey);
           return "gone";
         }
         previousUsers.add(latest.meta.userId);
         if (!sameRecord(latest, read.record)) {
           const updated: StoredSession = { meta: mergeMeta(latest.meta, meta), fields: latest.fields };
           if ((await this.#redis.runScript(REPLACE, [toSessionKey], writeArguments(at, updated))) !== 1) {
-            await this.destroy(toKey);
+            await this.#discard(toKey);
             return "gone";
           }
           await this.#moveIndexEntry(toKey, moved.meta, updated.meta, at);
@@ -362,14 +394,19 @@ export class RedisStore implements SessionStore {
       }
       return moved;
     } catch (error) {
-      await this.destroy(toKey).catch(() => undefined);
+      await this.#discard(toKey).catch(() => undefined);
       throw error;
     }
   }
 
+  /**
+   * Removes the record, then its key from the user's index. The index cleanup is best effort,
+   * as in rotate: the session is gone already (the security write is the DESTROY), and a listing
+   * drops a member whose record is gone.
+   */
   async destroy(key: string): Promise<void> {
     const user = await this.#securityWrite("destroy", DESTROY, [this.#sessionKey(key)], []);
-    if (typeof user === "string" && user !== "") await this.#indexRemove(user, [key]);
+    await this.#unindex(user, key);
   }
 
   async ping(): Promise<void> {
@@ -408,20 +445,34 @@ export class RedisStore implements SessionStore {
    * the REVOKE script only when it is live and still bound to `userId`, and every member of
    * the page leaves the index. Resolves the keys this call destroyed: a session destroyed
    * meanwhile by someone else is not reported twice.
+   *
+   * A member that turned out to be a rotation marker may have moved to a new key after the walk
+   * read the index (a login or `regenerate()` racing the revocation). Rotation indexes the new
+   * key before it takes the old one, so walking the index again finds it: the walk is repeated
+   * while a pass met a marker, at most {@link REVOKE_PASSES} times, then this rejects.
    */
   async revokeUserSessions(userId: string, now: number): Promise<string[]> {
     const at = Math.floor(now);
     const revoked: string[] = [];
-    await this.#walkIndex(userId, at, async (keys) => {
-      const replies = await Promise.all(
-        keys.map((key) => this.#securityWrite("revokeUserSessions", REVOKE, [this.#sessionKey(key)], [String(at), userId])),
-      );
-      keys.forEach((key, i) => {
-        if (replies[i] === 1) revoked.push(key);
+    for (let pass = 1; ; pass++) {
+      let rotated = false;
+      await this.#walkIndex(userId, at, async (keys) => {
+        const replies = await Promise.all(
+          keys.map((key) => this.#securityWrite("revokeUserSessions", REVOKE, [this.#sessionKey(key)], [String(at), userId])),
+        );
+        keys.forEach((key, i) => {
+          if (replies[i] === 1) revoked.push(key);
+          else if (replies[i] === "rotated") rotated = true;
+        });
+        return keys;
       });
-      return keys;
-    });
-    return revoked;
+      if (!rotated) return revoked;
+      if (pass >= REVOKE_PASSES) {
+        throw new Error(
+          `Redis store revokeUserSessions: the user's sessions kept rotating to new keys through ${REVOKE_PASSES} passes over the index; try again`,
+        );
+      }
+    }
   }
 
   /**
@@ -478,6 +529,33 @@ export class RedisStore implements SessionStore {
   /** A write that ends a session ID: with `durability`, it resolves only once enough replicas hold it. */
   #securityWrite(operation: string, script: LuaScript, keys: readonly [string], args: readonly string[]): Promise<RedisReply> {
     return this.#durable?.runScript(operation, script, keys, args) ?? this.#redis.runScript(script, keys, args);
+  }
+
+  /** rotate's TAKE; with `durability`, a shortfall of replicas comes back beside its reply (see `rotate`). */
+  async #take(fromKey: string, args: readonly string[]): Promise<{ reply: RedisReply; unconfirmed: Error | undefined }> {
+    const keys = [this.#sessionKey(fromKey)] as const;
+    if (this.#durable === undefined) return { reply: await this.#redis.runScript(TAKE, keys, args), unconfirmed: undefined };
+    return this.#durable.runScriptOutcome("rotate", TAKE, keys, args);
+  }
+
+  /** Puts `list`, the flat HGETALL list TAKE took, back under `fromKey` over the marker TAKE left (UNDO_TAKE). */
+  async #undoTake(fromKey: string, list: RedisReply): Promise<void> {
+    const record = parseRecord(list);
+    if (record === undefined || record === "rotated") return;
+    await this.#redis.runScript(UNDO_TAKE, [this.#sessionKey(fromKey)], [String(record.meta.expiresAt), ...(list as string[])]);
+  }
+
+  /**
+   * Destroys a record whose cookie was never issued (the new key of a rotation or creation that
+   * failed): no browser holds it, so no replica needs to confirm its end, even with `durability`.
+   */
+  async #discard(key: string): Promise<void> {
+    await this.#unindex(await this.#redis.runScript(DESTROY, [this.#sessionKey(key)], []), key);
+  }
+
+  /** Drops `key` from the index of `user` (what DESTROY answered), best effort: see `destroy`. */
+  async #unindex(user: RedisReply, key: string): Promise<void> {
+    if (typeof user === "string" && user !== "") await this.#indexRemove(user, [key]).catch(() => undefined);
   }
 
   #indexKey(userId: string): string {

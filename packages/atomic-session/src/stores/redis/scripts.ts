@@ -317,6 +317,26 @@ return all
 );
 
 /**
+ * undoTake: puts back what `take` took, when the rotation must fail after it (its durable write
+ * was not confirmed by enough replicas). KEYS[1] old session. ARGV: expiresAt, then the flat
+ * HGETALL list `take` removed. Only over a rotation marker (which, once this rotation's take
+ * succeeded, can only be its own): returns 0, writing nothing, when the key holds anything else
+ * (a logout removed the marker meanwhile), else rewrites the record and returns 1. Deletes first
+ * (see take).
+ */
+export const UNDO_TAKE = script(
+  "undoTake",
+  `${SLICES}
+local key = KEYS[1]
+if redis.pcall('HGET', key, 'r') ~= '1' then return 0 end
+redis.call('DEL', key)
+sliced('HSET', key, ARGV, 2, #ARGV)
+redis.call('PEXPIREAT', key, ARGV[1])
+return 1
+`,
+);
+
+/**
  * replace: rotate's copy of the latest data onto the new key, when a concurrent write changed
  * the old record after the store read it. KEYS[1] the new session. ARGV: now, expiresAt, then
  * field/value pairs. Returns 0, writing nothing, when the new key no longer holds a live record
@@ -351,15 +371,18 @@ return false
 /**
  * revoke: one session of a user's "log out everywhere". KEYS[1] session. ARGV: now, userId.
  * Deletes the record only when it is live and bound to that user (an index member can be
- * stale: rebound to another user, or a marker) and returns 1; else returns 0, having removed
- * only what `absent` removes.
+ * stale: rebound to another user) and returns 1. Returns 'rotated' for a rotation marker: the
+ * session may have moved to a new key since the store read the index (the store reads it again),
+ * and 0 otherwise, having removed only what `absent` removes.
  */
 export const REVOKE = script(
   "revoke",
   `${ABSENT}
 local key = KEYS[1]
 local m = redis.pcall('HMGET', key, 'e', 'r', 'c', 's', 'a', 'u')
-if absent(key, m, tonumber(ARGV[1])) or m[6] ~= ARGV[2] then return 0 end
+local why = absent(key, m, tonumber(ARGV[1]))
+if why == 'rotated' then return why end
+if why or m[6] ~= ARGV[2] then return 0 end
 redis.call('DEL', key)
 return 1
 `,
