@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { type Session, SessionConfigError, type SessionInfo, type SessionManager } from "atomic-session";
+import { type Session, SessionConfigError, type SessionInfo, type SessionManager, SessionRotatedError } from "atomic-session";
 import { ACCOUNT_PATHS, type AccountView, HTML_HEADERS, renderAccountPage, renderMessagePage } from "./account-page.js";
 import type { CsrfTokens } from "./csrf.js";
 import { logIn, MAX_USER_LENGTH } from "./login.js";
@@ -49,36 +49,47 @@ export function accountRoutes(manager: SessionManager, csrf: CsrfTokens): Record
       res.end(renderMessagePage("See Other", "Done."));
     };
 
+  /** The account page: a visit (like `GET /`), then the count, the user, and the login form or the user's sessions. */
+  const showAccount = async (res: ServerResponse, session: Session): Promise<void> => {
+    let visitCount = await session.increment("visitCount");
+    let info = await session.info();
+    if (info === undefined) {
+      // A logout or a login ended the session between the increment and the read. Answer
+      // like any ended session: a logged-out one starts afresh; a rotated one is a 409.
+      visitCount = await session.increment("visitCount");
+      info = await session.info();
+      if (info === undefined) return sendPage(res, 409, renderMessagePage("Try again", "Your session changed while this page loaded."));
+    }
+    const view: AccountView = { visitCount, user: info.userId, csrfToken: csrf.tokenFor(info.handle), sessions: [] };
+    if (info.userId !== undefined) {
+      try {
+        view.sessions = (await manager.listUserSessions(info.userId, session)).map((entry) => ({
+          handle: entry.handle,
+          current: entry.current,
+          userAgent: entry.userAgent,
+          createdAt: entry.createdAt,
+          lastSeenAt: entry.lastSeenAt,
+        }));
+      } catch (error) {
+        if (!(error instanceof SessionConfigError)) throw error;
+        view.sessions = { unavailable: `This server's ${manager.store.kind} store cannot list sessions.` };
+      }
+    }
+    sendPage(res, 200, renderAccountPage(view));
+  };
+
   const signedIn = (info: SessionInfo): Refusal | undefined =>
     info.userId === undefined ? { status: 401, title: "Not signed in", message: "Sign in first." } : undefined;
 
   return {
     "GET /account": async (_req, res, session) => {
-      let visitCount = await session.increment("visitCount");
-      let info = await session.info();
-      if (info === undefined) {
-        // A logout or a login ended the session between the increment and the read. Answer
-        // like any ended session: a logged-out one starts afresh; a rotated one is a 409.
-        visitCount = await session.increment("visitCount");
-        info = await session.info();
-        if (info === undefined) return sendPage(res, 409, renderMessagePage("Try again", "Your session changed while this page loaded."));
+      try {
+        await showAccount(res, session);
+      } catch (error) {
+        // A page with the pre-login cookie after a login elsewhere in this browser: an HTML 409, like the page's other answers.
+        if (!(error instanceof SessionRotatedError)) throw error;
+        sendPage(res, 409, renderMessagePage("Try again", "You signed in or out in another tab: reload the page."));
       }
-      const view: AccountView = { visitCount, user: info.userId, csrfToken: csrf.tokenFor(info.handle), sessions: [] };
-      if (info.userId !== undefined) {
-        try {
-          view.sessions = (await manager.listUserSessions(info.userId, session)).map((entry) => ({
-            handle: entry.handle,
-            current: entry.current,
-            userAgent: entry.userAgent,
-            createdAt: entry.createdAt,
-            lastSeenAt: entry.lastSeenAt,
-          }));
-        } catch (error) {
-          if (!(error instanceof SessionConfigError)) throw error;
-          view.sessions = { unavailable: `This server's ${manager.store.kind} store cannot list sessions.` };
-        }
-      }
-      sendPage(res, 200, renderAccountPage(view));
     },
 
     "POST /account/login": formRoute(async (fields, _info, session) => {
@@ -106,9 +117,8 @@ export function accountRoutes(manager: SessionManager, csrf: CsrfTokens): Record
     "POST /account/sign-out-everywhere": formRoute(async (_fields, info, session) => {
       const refusal = signedIn(info);
       if (refusal !== undefined || info.userId === undefined) return refusal;
-      // This session first (its cookie is cleared), then the others: each is reported destroyed once.
-      await session.destroy();
-      await manager.revokeUserSessions(info.userId);
+      // Every session of the user, this one included; the cookie is cleared only once all ended, so a 503 can be retried.
+      await session.revokeAll();
       return undefined;
     }),
   };

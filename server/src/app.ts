@@ -81,9 +81,8 @@ export function createApp(manager: SessionManager, logger: Logger, options: AppO
     "POST /logout-all": async (_req, res, session) => {
       const user = (await session.info())?.userId;
       if (user === undefined) return sendJson(res, 401, { error: "log in first" });
-      // This session first (its cookie is cleared), then the others: each is reported destroyed once.
-      await session.destroy();
-      await manager.revokeUserSessions(user);
+      // Every session of the user, this one included; the cookie is cleared only once all ended, so a 503 can be retried.
+      await session.revokeAll();
       sendEmpty(res, 204);
     },
     "GET /healthz": async (_req, res) => {
@@ -125,6 +124,8 @@ export function createApp(manager: SessionManager, logger: Logger, options: AppO
       const key = routeKey(req);
       const route = routes[key];
       if (route === undefined) return sendJson(res, 404, { error: "not found" });
+      // What changes a session answers only requests from this site: CSRF beyond SameSite (the account forms also carry a token).
+      if (req.method !== "GET" && crossOrigin(req)) return sendJson(res, 403, { error: "cross-origin request refused" });
       // Every answer but these two depends on the visitor's session: no cache may keep it.
       if (key !== "GET /healthz" && key !== "GET /metrics") res.setHeader("Cache-Control", "no-store");
       await route(req, res, session, logger);
@@ -144,10 +145,27 @@ function routeKey(req: IncomingMessage): string {
 
 /** The request path without its query; `undefined` for a request target that is not a path. */
 function pathOf(req: IncomingMessage): string | undefined {
-  const target = req.url ?? "";
+  let target = req.url ?? "";
+  // The absolute form (`GET http://host/path`), which servers must accept (RFC 9112 §3.2.2).
+  if (/^https?:\/\//i.test(target)) target = target.slice(target.indexOf("/", target.indexOf("//") + 2)) || "/";
   if (!target.startsWith("/")) return undefined;
   const query = target.indexOf("?");
   return query === -1 ? target : target.slice(0, query);
+}
+
+/**
+ * Whether a browser sent this request from another origin: `Origin` present and naming another
+ * host (a sibling subdomain is same-site, so SameSite=Lax does not stop it). Clients that send
+ * no `Origin` (curl, servers) are not browsers making cross-origin requests.
+ */
+function crossOrigin(req: IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined) return false;
+  try {
+    return new URL(origin).host !== req.headers.host;
+  } catch {
+    return true;
+  }
 }
 
 type BodyReading = { kind: "ok"; value: unknown } | { kind: "error"; status: 400 | 413 | 415; message: string };

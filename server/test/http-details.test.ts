@@ -71,6 +71,38 @@ for (const [name, makeSetup] of setups) {
       expect(await new CookieJar().text(`${server.url}/account`)).toContain('<input type="checkbox" name="remember">');
     });
 
+    it("refuses state changes a browser sends from another origin (403), and lets same-origin and non-browser clients through", async () => {
+      const jar = new CookieJar();
+      expect((await jar.login(server.url, "origin")).status).toBe(200);
+      const host = new URL(server.url).host;
+      for (const origin of ["https://evil.example", `http://sub.${host}`, "null"]) {
+        const refused = await jar.fetch(`${server.url}/logout-all`, { method: "POST", headers: { origin, "content-type": "text/plain" } });
+        expect(refused.status, origin).toBe(403);
+      }
+      expect(((await (await jar.fetch(`${server.url}/session`)).json()) as { user: string }).user).toBe("origin");
+      expect((await jar.fetch(`${server.url}/logout`, { method: "POST", headers: { origin: `http://${host}` } })).status).toBe(204);
+      const curl = new CookieJar();
+      expect((await curl.login(server.url, "no-origin")).status).toBe(200);
+      expect((await curl.fetch(`${server.url}/logout`, { method: "POST" })).status).toBe(204);
+    });
+
+    it("answers the absolute form of a request target like its path", async () => {
+      const { request } = await import("node:http");
+      const url = new URL(server.url);
+      const body = await new Promise<string>((resolve, reject) => {
+        const req = request({ host: url.hostname, port: url.port, path: `${server.url}/healthz`, method: "GET" }, (res) => {
+          let text = "";
+          res
+            .setEncoding("utf8")
+            .on("data", (chunk: string) => (text += chunk))
+            .on("end", () => resolve(text));
+        });
+        req.on("error", reject);
+        req.end();
+      });
+      expect(JSON.parse(body)).toEqual({ status: "ok" });
+    });
+
     it("duplicate session cookies (a planted one first or last) bind to the one that verifies and loads", async () => {
       const jar = new CookieJar();
       expect(await jar.text(`${server.url}/`)).toBe("Hello World #0\n");

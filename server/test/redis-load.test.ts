@@ -62,4 +62,27 @@ describe("the reference server on Redis under a burst of concurrent requests", (
     expect(answers.every(({ body }) => body === "Hello World #0\n")).toBe(true);
     expect(new Set(answers.map(({ cookie }) => cookie.split(";", 1)[0])).size).toBe(2_500);
   }, 60_000);
+
+  it("1,000 concurrent logins as one user: no error, the cap (100) holds, and another visitor right after is served", async () => {
+    const answers = await Promise.all(
+      Array.from({ length: 1_000 }, async () => {
+        try {
+          const response = await new CookieJar().login(server.url, "one-name");
+          await response.arrayBuffer();
+          return response.status;
+        } catch {
+          return 0;
+        }
+      }),
+    );
+    expect(answers.filter((status) => status !== 200)).toEqual([]);
+    const visitor = new CookieJar();
+    const visits: number[] = [];
+    for (let i = 0; i < 10; i++) visits.push((await visitor.fetch(`${server.url}/`)).status);
+    expect(visits.every((status) => status === 200)).toBe(true);
+    const someone = new CookieJar();
+    expect((await someone.login(server.url, "one-name")).status).toBe(200);
+    const sessions = (await (await someone.fetch(`${server.url}/sessions`)).json()) as unknown[];
+    expect(sessions.length).toBeLessThanOrEqual(100);
+  }, 60_000);
 });

@@ -201,6 +201,29 @@ describe("reference server against a single faulty Redis", () => {
     expectAlive(server);
   });
 
+  it("log out everywhere on a stalled Redis: 503 with no Set-Cookie, still signed in; retried once Redis is back, every device is out", async () => {
+    const { redis, server } = await startStack();
+    const laptop = new CookieJar();
+    const phone = new CookieJar();
+    expect((await laptop.login(server.url, "everywhere")).status).toBe(200);
+    expect((await phone.login(server.url, "everywhere")).status).toBe(200);
+    // (That a refusal of the revocation itself leaves the browser signed in is session.revokeAll()'s, tested in the library.)
+    redis.pause();
+    try {
+      const refused = await laptop.fetch(`${server.url}/logout-all`, { method: "POST" });
+      await refused.arrayBuffer();
+      expect(refused.status).toBe(503);
+      expect(refused.headers.getSetCookie()).toEqual([]);
+    } finally {
+      redis.resume();
+    }
+    await expect.poll(() => status(`${server.url}/healthz`), { timeout: RECOVERY_MS, interval: 200 }).toBe(200);
+    expect(laptop.cookie).toBeDefined();
+    expect((await laptop.fetch(`${server.url}/logout-all`, { method: "POST" })).status).toBe(204);
+    expect(laptop.cookie).toBeUndefined();
+    expect((await phone.fetch(`${server.url}/session`)).status).toBe(404);
+  });
+
   it("starts while Redis is down: one error line naming the address (no password), 503s, then serves once Redis is up", async () => {
     const password = "s3cret-Pa55word";
     // A second ACL user with a password; the default user stays open for the harness's PING.

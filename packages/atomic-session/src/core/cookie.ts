@@ -53,8 +53,11 @@ const COOKIE_NAME_PATTERN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const PATH_PATTERN = /^\/[\u0020-\u003a\u003d-\u007e]*$/;
 /** A host name, optionally with a leading dot (RFC 6265 domain-value). */
 const DOMAIN_PATTERN = /^\.?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
-/** Most cookies of our name read from one header: each candidate costs a store lookup. */
-const MAX_CANDIDATES = 3;
+/**
+ * Most valid-looking cookies of our name tried from one header, in order: each costs a store
+ * lookup. Planted cookies beyond it hide the real one; a `__Host-` name keeps them out.
+ */
+const MAX_CANDIDATES = 16;
 
 export function resolveCookieOptions(options: CookieOptions = {}): ResolvedCookieOptions {
   if (typeof options !== "object" || options === null) throw new SessionConfigError("cookie must be an object of cookie options");
@@ -208,8 +211,11 @@ export class SessionCookie {
     if (!isWellFormedSessionId(id) || !isWellFormedSessionId(signature)) {
       return "malformed signed session cookie";
     }
-    // A signature has the shape of an ID: 43 base64url characters, exactly the 32 bytes of an HMAC-SHA256.
+    // A signature has the shape of an ID: 43 base64url characters, exactly the 32 bytes of an
+    // HMAC-SHA256. The last character carries 2 unused bits: only the canonical spelling counts,
+    // so that a cookie has exactly one signed form.
     const given = Buffer.from(signature, "base64url");
+    if (given.toString("base64url") !== signature) return "malformed signed session cookie";
     for (const [index, secret] of this.#secrets.entries()) {
       const expected = createHmac("sha256", secret).update(id).digest();
       if (given.length === expected.length && timingSafeEqual(given, expected)) return { id, old: index > 0 };

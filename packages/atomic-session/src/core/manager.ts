@@ -78,10 +78,12 @@ const DEFAULTS = {
   maxSessionsPerUser: 100,
 };
 /**
- * How long a key left by a rotation answers "rotated": longer than any request that read the
- * old cookie can still be in flight, so such a request gets 409 instead of a new session.
+ * How long a key left by a rotation answers "rotated": longer than a request that read the old
+ * cookie can still be in flight, so such a request gets 409 instead of a new session; short,
+ * because a browser whose login answer was lost (a 503 whose rotation landed late) gets 409s
+ * until it passes.
  */
-const ROTATION_MARKER_MS = 60_000;
+const ROTATION_MARKER_MS = 15_000;
 const REQUIRED_METHODS = ["load", "create", "apply", "increment", "compareAndSet", "rotate", "destroy", "ping"] as const;
 
 /**
@@ -94,6 +96,8 @@ export class SessionManager {
   readonly #runtime: SessionRuntime;
   readonly #trustProxy: boolean;
   readonly #listeners = new Set<SessionEventListener>();
+  /** The cap passes running, by user: see #enforceUserCap. */
+  readonly #capPasses = new Map<string, { again: boolean; keep: Set<string> }>();
   readonly #cookieOptions: { persistent: boolean };
 
   constructor(options: SessionManagerOptions) {
@@ -172,6 +176,7 @@ export class SessionManager {
       adopt,
       call,
       enforceUserCap: (userId, currentKey) => this.#enforceUserCap(userId, currentKey, maxSessionsPerUser),
+      revokeUser: (userId) => this.#revokeUser(userId),
       reportInsecureRequest: () => {
         if (insecureReported) return;
         insecureReported = true;
@@ -233,14 +238,12 @@ export class SessionManager {
     return true;
   }
 
-  /** Ends every session of `userId` ("log out everywhere"); resolves how many there were. */
+  /**
+   * Ends every session of `userId`; resolves how many there were. For a user's own "log out
+   * everywhere", `session.revokeAll()` also clears that browser's cookie, and only once all ended.
+   */
   async revokeUserSessions(userId: string): Promise<number> {
-    const store = this.store;
-    const revoke = store.revokeUserSessions?.bind(store);
-    if (revoke === undefined) throw new SessionConfigError(`the ${store.kind} store cannot end a user's sessions`);
-    const keys = await this.#runtime.call("revokeUserSessions", () => revoke(userId, Date.now()));
-    for (const key of keys) this.#runtime.emit({ type: "destroyed", handle: handleOf(key), userId });
-    return keys.length;
+    return (await this.#revokeUser(userId)).length;
   }
 
   /**
@@ -285,6 +288,16 @@ export class SessionManager {
     return purge === undefined ? undefined : purge(Date.now());
   }
 
+  /** Ends every session of `userId` under the deadline, reports each, and resolves their keys. */
+  async #revokeUser(userId: string): Promise<string[]> {
+    const store = this.store;
+    const revoke = store.revokeUserSessions?.bind(store);
+    if (revoke === undefined) throw new SessionConfigError(`the ${store.kind} store cannot end a user's sessions`);
+    const keys = await this.#runtime.call("revokeUserSessions", () => revoke(userId, Date.now()));
+    for (const key of keys) this.#runtime.emit({ type: "destroyed", handle: handleOf(key), userId });
+    return keys;
+  }
+
   /** The store's scan, each step under the store deadline; stopping early stops the store's scan. */
   async *#scan(): AsyncGenerator<UserSessionEntry> {
     const store = this.store;
@@ -324,16 +337,43 @@ export class SessionManager {
    */
   async #enforceUserCap(userId: string, currentKey: string, cap: number): Promise<void> {
     if (cap === Number.POSITIVE_INFINITY || this.store.listUserSessions === undefined) return;
+    // One pass per user at a time: a burst of logins of one user would otherwise list the
+    // user's sessions once per login and destroy the same oldest ones over and over. A login
+    // during a pass asks for one more pass, which sees its session.
+    const running = this.#capPasses.get(userId);
+    if (running !== undefined) {
+      running.again = true;
+      running.keep.add(currentKey);
+      return;
+    }
+    const pass = { again: false, keep: new Set([currentKey]) };
+    this.#capPasses.set(userId, pass);
     try {
-      const others = (await this.#userEntries(userId)).filter(({ key }) => key !== currentKey);
-      if (others.length < cap) return;
-      others.sort((a, b) => b.meta.createdAt - a.meta.createdAt);
-      for (const { key } of others.slice(cap - 1)) {
-        await this.#runtime.call("destroy", () => this.store.destroy(key));
-        this.#runtime.emit({ type: "destroyed", handle: handleOf(key), userId, reason: "maxSessionsPerUser" });
-      }
+      do {
+        pass.again = false;
+        const keep = new Set(pass.keep);
+        pass.keep.clear();
+        await this.#trimUser(userId, keep, cap);
+      } while (pass.again);
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
+    } finally {
+      this.#capPasses.delete(userId);
+    }
+  }
+
+  /**
+   * Ends the oldest sessions of `userId` beyond `cap`, the ones in `keep` (just logged in) kept
+   * first: only a burst of more than `cap` logins ends a session that has just logged in.
+   */
+  async #trimUser(userId: string, keep: ReadonlySet<string>, cap: number): Promise<void> {
+    const entries = await this.#userEntries(userId);
+    if (entries.length <= cap) return;
+    const rank = (key: string) => (keep.has(key) ? 1 : 0);
+    entries.sort((a, b) => rank(b.key) - rank(a.key) || b.meta.createdAt - a.meta.createdAt);
+    for (const { key } of entries.slice(cap)) {
+      await this.#runtime.call("destroy", () => this.store.destroy(key));
+      this.#runtime.emit({ type: "destroyed", handle: handleOf(key), userId, reason: "maxSessionsPerUser" });
     }
   }
 }

@@ -137,6 +137,8 @@ export interface SessionRuntime {
   call<T>(operation: string, run: () => Promise<T>): Promise<T>;
   /** After a login: ends the user's oldest sessions beyond the cap (never fails the login). */
   enforceUserCap(userId: string, currentKey: string): Promise<void>;
+  /** Ends every session of the user under the deadline, reporting each; resolves their keys. */
+  revokeUser(userId: string): Promise<string[]>;
   /** A plain-HTTP request would get a `Secure` cookie it cannot use: reported once per manager. */
   reportInsecureRequest(): void;
   emit(event: SessionEvent): void;
@@ -438,6 +440,30 @@ export class Session {
       }
       this.#rotatedAway = false;
       this.#status = "destroyed";
+    });
+  }
+
+  /**
+   * "Log out everywhere": ends every session of this session's user, this one included, then
+   * clears this browser's cookie; resolves how many ended. Until every one has ended nothing
+   * changes for this browser: a store failure (503) leaves it signed in, so it can retry. An
+   * anonymous session has no user: nothing happens (0). Needs a store that indexes users.
+   */
+  async revokeAll(): Promise<number> {
+    return this.#exclusive(async () => {
+      await this.#load();
+      this.#assertWritable();
+      const binding = this.#binding;
+      const userId = binding?.meta?.userId;
+      if (binding === undefined || userId === undefined) {
+        this.#assertNotRotated();
+        return 0;
+      }
+      const keys = await this.runtime.revokeUser(userId);
+      this.#forget();
+      this.response.setCookie(this.runtime.cookie.clear(this.request.secure));
+      this.#status = "destroyed";
+      return keys.length;
     });
   }
 

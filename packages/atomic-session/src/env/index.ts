@@ -24,6 +24,7 @@
  * | `DATABASE_URL` | PostgreSQL connection string, `postgres://user@host:5432/db` |
  * | `POSTGRES_SCHEMA`, `POSTGRES_TABLE` | where the PostgreSQL store keeps its tables; default `public`, `atomic_session` (its version in `<table>_meta`) |
  * | `POSTGRES_CREATE_SCHEMA` | `true` (default): create the tables on first use; `false`: they were applied from the store's `schema.sql` |
+ * | `POSTGRES_MAX_CONNECTIONS` | most connections of the pool the PostgreSQL store builds, default 10 |
  * | `MEMORY_MAX_ENTRIES` | most sessions the memory store holds, default 10000 |
  * | `SESSION_SECRET` | comma-separated cookie signing secrets of ≥ 32 characters; the first signs, all verify |
  * | `SESSION_IDLE_TIMEOUT`, `SESSION_ABSOLUTE_TIMEOUT` | seconds; default 1800 and 43200 |
@@ -78,6 +79,7 @@ export type StoreEnv =
       table: string | undefined;
       createSchema: boolean | undefined;
       timeoutMs: number | undefined;
+      maxConnections: number | undefined;
     };
 
 const STORES = ["memory", "sqlite", "redis", "postgres"] as const;
@@ -135,6 +137,7 @@ export function storeEnv(env: Env = process.env): StoreEnv {
         createSchema: flag(env, "POSTGRES_CREATE_SCHEMA"),
         // The statements' own deadline is the manager's, so that PostgreSQL cancels what the manager gave up on.
         timeoutMs: integer(env, "STORE_TIMEOUT_MS", 1, 600_000),
+        maxConnections: integer(env, "POSTGRES_MAX_CONNECTIONS", 1, 10_000),
       };
     default:
       throw new EnvConfigError(`SESSION_STORE must be one of ${STORES.join(", ")}, not ${JSON.stringify(env.SESSION_STORE)}`);
@@ -174,13 +177,14 @@ export async function openStore(config: StoreEnv): Promise<SessionStore> {
     }
     case "postgres": {
       const { PostgresStore } = await import("../stores/postgres/index.js");
-      const { url, schema, table, createSchema, timeoutMs } = config;
+      const { url, schema, table, createSchema, timeoutMs, maxConnections } = config;
       return new PostgresStore({
         url,
         ...defined("schema", schema),
         ...defined("table", table),
         ...defined("createSchema", createSchema),
         ...defined("timeoutMs", timeoutMs),
+        ...defined("maxConnections", maxConnections),
       });
     }
   }

@@ -285,6 +285,41 @@ export function describeSessionConformance(name: string, open: () => Promise<Ses
       expect(takeover.response.cookie).toMatch(/; Expires=/);
     });
 
+    it("a burst of 300 concurrent logins of one user: every login succeeds, and the cap holds once they have answered", async (context) => {
+      if (harness.store.listUserSessions === undefined) return context.skip();
+      const manager = managerFor(harness.store, { maxSessionsPerUser: 50, storeTimeoutMs: 10_000 });
+      const user = `burst-${Math.random().toString(36).slice(2)}`;
+      const logins = Array.from({ length: 300 }, () => openSession(manager));
+      const outcomes = await Promise.allSettled(logins.map(({ session }) => session.login(user)));
+      expect(outcomes.filter((outcome) => outcome.status === "rejected")).toEqual([]);
+      expect((await manager.listUserSessions(user)).length).toBeLessThanOrEqual(50);
+      await manager.revokeUserSessions(user);
+    });
+
+    it("revokeAll() logs out everywhere: every session of the user ends, then this browser's cookie is cleared", async (context) => {
+      if (harness.store.revokeUserSessions === undefined) return context.skip();
+      const manager = managerFor(harness.store);
+      const user = `everywhere-${Math.random().toString(36).slice(2)}`;
+      const cookies: string[] = [];
+      for (const device of ["laptop", "phone", "tablet"]) {
+        const { session, response } = openSession(manager, undefined, device);
+        await session.login(user);
+        cookies.push(cookiePair(response.cookie));
+      }
+      const bystander = openSession(manager);
+      await bystander.session.login(`${user}-bystander`);
+      const laptop = openSession(manager, cookies[0]);
+      expect(await laptop.session.revokeAll()).toBe(3);
+      expect(laptop.response.cookie).toMatch(/Max-Age=0/);
+      expect(laptop.session.status).toBe("destroyed");
+      for (const cookie of cookies) expect(await openSession(manager, cookie).session.exists()).toBe(false);
+      expect(await openSession(manager, cookiePair(bystander.response.cookie)).session.exists()).toBe(true);
+      // An anonymous session has nobody to log out everywhere.
+      const anonymous = openSession(manager);
+      expect(await anonymous.session.revokeAll()).toBe(0);
+      expect(anonymous.response.cookie).toBeUndefined();
+    });
+
     it("a login past maxSessionsPerUser ends the user's oldest sessions", async (context) => {
       if (harness.store.listUserSessions === undefined) return context.skip();
       const manager = managerFor(harness.store, { maxSessionsPerUser: 3 });

@@ -87,10 +87,24 @@ describe("reading the Cookie header", () => {
     expect(unsigned.read(`sessionID=planted; sessionID=${a}`)).toEqual({ kind: "valid", ids: [a], signedWithOldSecret: false });
   });
 
-  it("looks at no more than three candidates", () => {
-    const ids = [newSessionId(), newSessionId(), newSessionId(), newSessionId()];
+  it("looks at no more than sixteen candidates, so planted cookies cost a bounded number of lookups", () => {
+    const ids = Array.from({ length: 17 }, () => newSessionId());
     const reading = unsigned.read(ids.map((id) => `sessionID=${id}`).join("; "));
-    expect(reading).toEqual({ kind: "valid", ids: ids.slice(0, 3), signedWithOldSecret: false });
+    expect(reading).toEqual({ kind: "valid", ids: ids.slice(0, 16), signedWithOldSecret: false });
+  });
+
+  it("accepts a signature only in its canonical spelling (the last character's unused bits are zero)", () => {
+    const cookie = cookieWith({}, [SECRET]);
+    const value = signed(a, SECRET);
+    const [id, signature] = value.split(".") as [string, string];
+    expect(cookie.read(`sessionID=${value}`)).toMatchObject({ kind: "valid", ids: [a] });
+    // 43 characters carry 258 bits for 256: the last character has 4 spellings, one canonical.
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const last = alphabet.indexOf(signature.at(-1) as string);
+    for (let low = 1; low < 4; low++) {
+      const variant = `${signature.slice(0, -1)}${alphabet[(last & ~3) | ((last + low) & 3)]}`;
+      expect(cookie.read(`sessionID=${id}.${variant}`)).toEqual({ kind: "invalid", reason: "malformed signed session cookie" });
+    }
   });
 
   it("is invalid, with a reason, when no value of our name is a session ID", () => {

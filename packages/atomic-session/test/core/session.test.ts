@@ -267,6 +267,25 @@ describe("store failures", () => {
     await expect(manager.checkHealth()).rejects.toBeInstanceOf(StoreUnavailableError);
   });
 
+  it("revokeAll() that the store refuses changes nothing for the browser: signed in, no cookie, free to retry", async () => {
+    const store = memory();
+    const failing = new Proxy(store, {
+      get(target, property, receiver) {
+        if (property === "revokeUserSessions") return () => Promise.reject(new Error("connection lost"));
+        return Reflect.get(target, property, receiver);
+      },
+    });
+    const login = openSession(managerFor(store));
+    await login.session.login("ada");
+    const cookie = cookiePair(login.response.cookie);
+    const attempt = openSession(managerFor(failing), cookie);
+    await expect(attempt.session.revokeAll()).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(attempt.response.cookie).toBeUndefined();
+    const again = openSession(managerFor(store), cookie);
+    expect((await again.session.info())?.userId).toBe("ada");
+    expect(await again.session.revokeAll()).toBe(1);
+  });
+
   it("a store that finds its own configuration wrong only at run time is unavailable (503), not a 500 that names it", async () => {
     const misconfigured = new Proxy(memory(), {
       get(target, property, receiver) {

@@ -477,7 +477,7 @@ export class RedisStore implements SessionStore {
 
   /**
    * Counts session keys under the prefix with SCAN (O(keys in the database); meant for
-   * dashboards, not requests). A rotation marker counts as a key until it expires (a minute).
+   * dashboards, not requests). A rotation marker counts as a key until it expires (15 s).
    */
   async count(_now: number): Promise<number> {
     const indexPrefix = `${this.#prefix}user:`;
