@@ -13,7 +13,9 @@ export class CommandCounter {
   ) {}
 
   static async open(url: string): Promise<CommandCounter> {
-    const source = new Redis(url);
+    // No ready check (an INFO) on the MONITOR connection ioredis derives from it: its reply could
+    // race the first monitored lines ("Command queue state error").
+    const source = new Redis(url, { enableReadyCheck: false });
     const marker = new Redis(url);
     for (const client of [source, marker]) client.on("error", () => {});
     const monitor = await source.monitor();
