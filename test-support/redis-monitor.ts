@@ -1,30 +1,48 @@
 import { randomBytes } from "node:crypto";
-import { Redis } from "ioredis";
+import { once } from "node:events";
+import { createConnection, type Socket } from "node:net";
+import { createClient } from "redis";
 
-/** Counts the commands clients send (not those scripts run) between two markers, with MONITOR. */
+/** One argument of a MONITOR line: `"…"` with Redis's escapes (`\"`, `\\`, `\n`, `\xHH`, …). */
+const QUOTED = /"((?:\\.|[^"\\])*)"/g;
+const ESCAPES: Record<string, string> = { n: "\n", r: "\r", t: "\t", b: "\b", a: "\x07" };
+
+function unquote(text: string): string {
+  return text.replace(/\\(x[0-9a-fA-F]{2}|.)/g, (_, escape: string) =>
+    escape.length === 3 ? String.fromCharCode(Number.parseInt(escape.slice(1), 16)) : (ESCAPES[escape] ?? escape),
+  );
+}
+
+/**
+ * Counts the commands clients send (not those scripts run) between two markers, with MONITOR on
+ * a raw socket: a MONITOR line is `+<time> [<db> <client>] "command" "arg" …`, or `[<db> lua]`
+ * for what a script ran. (A client library's MONITOR mode can mistake its first lines for
+ * replies: ioredis's did, "Command queue state error".)
+ */
 export class CommandCounter {
   #lines: { args: string[]; source: string }[] = [];
   #waiters: (() => void)[] = [];
+  #pending = "";
+
   private constructor(
-    private readonly monitor: Redis,
-    private readonly marker: Redis,
-    /** The client `monitor()` was called on: ioredis opens the monitor as a second connection beside it. */
-    private readonly source: Redis,
-  ) {}
+    private readonly socket: Socket,
+    private readonly marker: ReturnType<typeof createClient>,
+  ) {
+    socket.setEncoding("utf8").on("data", (chunk: string) => this.#read(chunk));
+  }
 
   static async open(url: string): Promise<CommandCounter> {
-    // No ready check (an INFO) on the MONITOR connection ioredis derives from it: its reply could
-    // race the first monitored lines ("Command queue state error").
-    const source = new Redis(url, { enableReadyCheck: false });
-    const marker = new Redis(url);
-    for (const client of [source, marker]) client.on("error", () => {});
-    const monitor = await source.monitor();
-    monitor.on("error", () => {});
-    const counter = new CommandCounter(monitor, marker, source);
-    monitor.on("monitor", (_time: string, args: string[], source: string) => {
-      counter.#lines.push({ args, source });
-      for (const wake of counter.#waiters.splice(0)) wake();
-    });
+    const { hostname, port } = new URL(url);
+    const socket = createConnection({ host: hostname, port: Number(port) });
+    socket.on("error", () => {});
+    await once(socket, "connect");
+    socket.write("MONITOR\r\n");
+    const marker = createClient({ url });
+    marker.on("error", () => {});
+    await marker.connect();
+    const counter = new CommandCounter(socket, marker);
+    // MONITOR answers +OK before it streams: marks sent after that are seen.
+    await counter.#mark(`open-${randomBytes(8).toString("hex")}`);
     return counter;
   }
 
@@ -43,16 +61,31 @@ export class CommandCounter {
       .map((line) => line.args);
   }
 
+  #read(chunk: string): void {
+    this.#pending += chunk;
+    let end = this.#pending.indexOf("\r\n");
+    while (end !== -1) {
+      const line = this.#pending.slice(0, end);
+      this.#pending = this.#pending.slice(end + 2);
+      const header = /^\+\d+\.\d+ \[\d+ ([^\]]+)\] /.exec(line);
+      if (header !== null) {
+        const args = [...line.slice(header[0].length).matchAll(QUOTED)].map((match) => unquote(match[1] as string));
+        this.#lines.push({ args, source: header[1] as string });
+      }
+      end = this.#pending.indexOf("\r\n");
+    }
+    for (const wake of this.#waiters.splice(0)) wake();
+  }
+
   async #mark(text: string): Promise<void> {
-    await this.marker.echo(text);
+    await this.marker.sendCommand(["ECHO", text]);
     while (!this.#lines.some((line) => line.args[0]?.toLowerCase() === "echo" && line.args[1] === text)) {
       await new Promise<void>((resolve) => this.#waiters.push(resolve));
     }
   }
 
   async close(): Promise<void> {
-    this.monitor.disconnect();
-    this.source.disconnect();
-    await this.marker.quit();
+    this.socket.destroy();
+    this.marker.destroy();
   }
 }
