@@ -8,8 +8,8 @@ const QUOTED = /"((?:\\.|[^"\\])*)"/g;
 const ESCAPES: Record<string, string> = { n: "\n", r: "\r", t: "\t", b: "\b", a: "\x07" };
 
 function unquote(text: string): string {
-  return text.replace(/\\(x[0-9a-fA-F]{2}|.)/g, (_, escape: string) =>
-    escape.length === 3 ? String.fromCharCode(Number.parseInt(escape.slice(1), 16)) : (ESCAPES[escape] ?? escape),
+  return text.replace(/\\(x[0-9a-fA-F]{2}|.)/g, (_, sequence: string) =>
+    sequence.length === 3 ? String.fromCharCode(Number.parseInt(sequence.slice(1), 16)) : (ESCAPES[sequence] ?? sequence),
   );
 }
 
