@@ -10,13 +10,17 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import autocannon from "autocannon";
+import { ensureBuilt, ROOT } from "./lib/build.mjs";
+import { counterIn, get, USER_AGENT } from "./lib/http-probe.mjs";
+import { clockTicksPerSecond, cpuMicros } from "./lib/process-cpu.mjs";
 import { formatProfile, summarizeProfile } from "./lib/profile.mjs";
 import { BenchRedis, startRedis } from "./lib/redis.mjs";
 import { aggregate, aggregateLoads, COMPARED_WITH, evaluateTargets, formatConsole, formatMarkdown } from "./lib/report.mjs";
-import { clockTicksPerSecond, counterIn, cpuMicros, delay, ensureBuilt, get, percentile, ROOT, Samples, USER_AGENT } from "./lib/util.mjs";
+import { percentile, Samples } from "./lib/stats.mjs";
 import { SERVERS } from "./servers.mjs";
 
 export const SCENARIOS = {

@@ -6,8 +6,8 @@ import { accessSync, constants, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { Redis } from "ioredis";
-import { delay } from "./util.mjs";
 
 const REDIS_DEFAULT_PORT = 6379;
 

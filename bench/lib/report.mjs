@@ -1,7 +1,7 @@
 // Turns measurements into the tables, the targets (each with the measured reason when it is
 // not met, and what it would take) and the console and Markdown reports.
 import { shareOf } from "./profile.mjs";
-import { fixed, median } from "./util.mjs";
+import { fixed, median } from "./stats.mjs";
 
 export const SCENARIO_NAMES = ["new", "increment", "read"];
 
