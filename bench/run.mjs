@@ -776,15 +776,19 @@ async function benchmark(redis, { fd, hcSkipped }) {
   }
 
   const writeTo = args.results ?? (full || args.write ? join(ROOT, "bench/RESULTS.md") : undefined);
-  let profile;
-  if (writeTo !== undefined && selected.some((entry) => entry.name === "ours-node-redis")) {
-    log("[profile] ours-node-redis, increment, under node --cpu-prof");
+  // Where the time goes (ours on Redis), and what the memory store's server does differently.
+  const profileOf = async (name) => {
+    if (writeTo === undefined || !selected.some((entry) => entry.name === name)) return undefined;
+    log(`[profile] ${name}, increment, under node --cpu-prof`);
     try {
-      profile = await profileServer("ours-node-redis", "increment", redis);
+      return await profileServer(name, "increment", redis);
     } catch (error) {
-      log(`! profiling failed: ${error.message}`);
+      log(`! profiling ${name} failed: ${error.message}`);
+      return undefined;
     }
-  }
+  };
+  const profile = await profileOf("ours-node-redis");
+  const memoryProfile = await profileOf("ours-node-memory");
 
   const report = {
     meta,
@@ -799,6 +803,7 @@ async function benchmark(redis, { fd, hcSkipped }) {
     memory,
     scale,
     profile,
+    memoryProfile,
   };
   report.targets = evaluateTargets(report);
   console.log(formatConsole(report));

@@ -295,6 +295,52 @@ describe("targets not met, with the measured reason and what it would take", () 
     expect(t.reason).toContain("(profile: node http and sockets 43%, node-redis 16%, atomic-session 10%, node crypto 5%, GC 12%)");
   });
 
+  it("memory vs Redis: the two profiles of the scenario say where the memory store's server spends its time", () => {
+    const summary = (busyMs: number, areas: { area: string; share: number }[], httpWrites: number) => ({
+      totalMs: 5000,
+      busyMs,
+      areas,
+      functions: [{ name: "writev", where: "native, for node http", area: "node http", share: httpWrites }],
+    });
+    // 4,500 ms busy of 5,000 at 6,000 req/s: 150 µs per request; 4,000 of 5,000 at 8,000 req/s: 100 µs.
+    const memoryProfile = {
+      server: "ours-node-memory",
+      scenario: "increment",
+      rps: 6000,
+      summary: summary(
+        4500,
+        [
+          { area: "node http", share: 47 },
+          { area: "atomic-session stores/memory", share: 2 },
+          { area: "atomic-session core/session", share: 8 },
+        ],
+        36,
+      ),
+    };
+    const profile = {
+      server: "ours-node-redis",
+      scenario: "increment",
+      rps: 8000,
+      summary: summary(
+        4000,
+        [
+          { area: "node-redis (@redis/client)", share: 15 },
+          { area: "atomic-session core/session", share: 10 },
+        ],
+        20,
+      ),
+    };
+    const slowMemory = measurements({ "ours-node-memory": { rps: 30_000, cpuUs: 150 }, "ours-node-redis": { rps: 40_000, cpuUs: 100 } });
+    const t = target(report(slowMemory, loads(), { profile, memoryProfile }), "memory-vs-redis");
+    const increment = t.reason?.split("\n").find((line) => line.includes("increment"));
+    expect(increment).toContain(
+      "ours on the memory store spent 150 µs per request: the memory store's code 3 µs, all of atomic-session 15 µs, the socket writes of the HTTP answers 54 µs; ours on Redis 100 µs: atomic-session 10 µs, node-redis 15 µs, the HTTP answers' writes 20 µs",
+    );
+    expect(increment).toContain("Most of the difference (34 µs of 50 µs) is in writing the same answers");
+    const read = t.reason?.split("\n").find((line) => line.includes("read"));
+    expect(read).not.toContain("Profiled in this scenario");
+  });
+
   it("ours Fastify vs @fastify/session: Fastify's own cost, our session's, the plugin's, and the session budget", () => {
     const t = target(
       report(measurements({ "ours-fastify-redis": { rps: 22_000, cpuUs: 55 }, "ours-node-redis": { cpuUs: 29 } })),
@@ -402,7 +448,7 @@ describe("targets not met, with the measured reason and what it would take", () 
     expect(t.reason).toContain("the Redis round trip costs the server only 2 µs more than the memory store's work");
     expect(t.reason).toContain("the shared session code (16 µs beyond bare) would have to shrink by 3 µs");
     expect(t.reason).toContain("increment 1.06×: 31 µs");
-    expect(t.reason).toContain("the memory store costs the server 2 µs more than a Redis round trip does");
+    expect(t.reason).toContain("the server on the memory store spends 2 µs more than the one waiting on Redis");
     expect(t.reason).not.toContain("read 1.32×");
   });
 
@@ -490,6 +536,28 @@ describe("targets not met, with the measured reason and what it would take", () 
     expect(hono).toContain(
       "ours Hono + Redis: 40 errors (20,000 responses in the window) — 40 connection errors (EMFILE ×40): out of file descriptors (the limit was 1024",
     );
+  });
+
+  it("high concurrency: timeouts that bare node:http has too are put down to the machine", () => {
+    const hc = {
+      bare: { timeouts: 7, errors: 7 },
+      "ours-node-redis": { timeouts: 20, errors: 20 },
+    };
+    const onlyTimeouts = target(report(measurements(), loads({ hc })), "high-concurrency");
+    expect(onlyTimeouts.met).toBe(false);
+    const last = onlyTimeouts.reason?.split("\n").at(-1);
+    expect(last).toContain("The same measurement timed out without our code too: bare node:http (no session) 7.");
+    expect(last).toContain("none of ours refused a request");
+    const refusing = { ...hc, "ours-node-redis": { timeouts: 20, errors: 20, non2xx: 5, statusCodes: { 200: 29_975, 503: 5 } } };
+    const withRefusals = target(report(measurements(), loads({ hc: refusing })), "high-concurrency");
+    expect(withRefusals.reason?.split("\n").at(-1)).toContain(
+      "refused requests (non-2xx or connection errors) are ours alone: ours node:http + Redis.",
+    );
+    const withoutBareTimeouts = target(
+      report(measurements(), loads({ hc: { "ours-node-redis": hc["ours-node-redis"] } })),
+      "high-concurrency",
+    );
+    expect(withoutBareTimeouts.reason).not.toContain("without our code too");
   });
 
   it("RSS and event-loop delay: against the framework's own plugin, split into heap and the rest", () => {
