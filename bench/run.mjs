@@ -53,6 +53,8 @@ const HELP = `npm run bench [-- options]
   --write                write bench/RESULTS.md after a short run too (it says it is a smoke run)
   --results <path>       write the Markdown report there instead
   --json <path>          also write the raw measurements as JSON
+  --report-from <path>   measure nothing: judge the measurements a --json run saved against today's
+                         targets, print them and write the Markdown report (bench/RESULTS.md or --results)
   --no-build             do not build the library first (tsc -b is a no-op when it is fresh)
   --list                 list the servers and exit`;
 
@@ -81,6 +83,7 @@ try {
       write: { type: "boolean", default: false },
       results: { type: "string" },
       json: { type: "string" },
+      "report-from": { type: "string" },
       "no-build": { type: "boolean", default: false },
       list: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
@@ -572,6 +575,15 @@ async function main() {
   }
   if (args.list) {
     for (const entry of SERVERS) console.log(`${entry.name.padEnd(20)} ${entry.label}${available(entry) ? `  [${available(entry)}]` : ""}`);
+    return;
+  }
+  if (args["report-from"] !== undefined) {
+    const { targets: _saved, ...measured } = JSON.parse(readFileSync(args["report-from"], "utf8"));
+    const report = { ...measured, targets: evaluateTargets(measured) };
+    console.log(formatConsole(report));
+    const writeTo = args.results ?? join(ROOT, "bench/RESULTS.md");
+    writeFileSync(writeTo, formatMarkdown(report));
+    log(`wrote ${writeTo} from ${args["report-from"]}`);
     return;
   }
   const limit = args["cpu-prof"] === undefined ? await checkFdLimit() : {};

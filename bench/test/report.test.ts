@@ -3,6 +3,12 @@
  * every target of the performance issue, and the measured reason printed for each one not met.
  * Nothing here is timed: the figures are fixed, so the verdicts and the reasons are exact.
  */
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { aggregate, aggregateLoads, evaluateTargets, formatConsole, formatMarkdown } from "../lib/report.mjs";
 
@@ -336,7 +342,7 @@ describe("targets not met, with the measured reason and what it would take", () 
     expect(increment).toContain(
       "ours on the memory store spent 150 µs per request: the memory store's code 3 µs, all of atomic-session 15 µs, the socket writes of the HTTP answers 54 µs; ours on Redis 100 µs: atomic-session 10 µs, node-redis 15 µs, the HTTP answers' writes 20 µs",
     );
-    expect(increment).toContain("Most of the difference (34 µs of 50 µs) is in writing the same answers");
+    expect(increment).toContain("Writing the same answer costs the server on the memory store 34 µs more");
     const read = t.reason?.split("\n").find((line) => line.includes("read"));
     expect(read).not.toContain("Profiled in this scenario");
   });
@@ -695,5 +701,28 @@ describe("the printed reports", () => {
     expect(text).toContain("| server | offered req/s | req/s | p99 ms | CPU µs/req | RSS MiB |");
     expect(text).toContain("| server | req/s | p50 ms | p99 ms | RSS MiB | loop delay p99 ms | errors |");
     expect(text).toContain("## Checks kept from the earlier issue");
+  });
+});
+
+describe("npm run bench -- --report-from", () => {
+  it("judges saved measurements against the targets again and writes the same Markdown, whatever verdicts were saved", async () => {
+    const built = report(measurements({ "ours-node-redis": { rps: 30_000, cpuUs: 29 } }));
+    const saved = { ...built, targets: built.targets.map((t) => ({ ...t, met: true, reason: undefined })) };
+    const dir = mkdtempSync(join(tmpdir(), "bench-report-from-"));
+    try {
+      writeFileSync(join(dir, "saved.json"), JSON.stringify(saved));
+      const root = fileURLToPath(new URL("../../", import.meta.url));
+      await promisify(execFile)(
+        process.execPath,
+        ["bench/run.mjs", "--report-from", join(dir, "saved.json"), "--results", join(dir, "RESULTS.md")],
+        { cwd: root, timeout: 20_000 },
+      );
+      const written = readFileSync(join(dir, "RESULTS.md"), "utf8");
+      expect(written).toBe(formatMarkdown(built));
+      expect(target(built, "node-redis-vs-bare").met).toBe(false);
+      expect(written).toContain("❌ **not met** — ours node:http + Redis ≥ 0.5× bare node:http");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
