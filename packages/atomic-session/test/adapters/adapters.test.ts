@@ -1,14 +1,17 @@
-import { createServer, type OutgoingHttpHeaders, type Server } from "node:http";
+import { createServer, request as httpRequest, type OutgoingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
+import { SessionManager } from "atomic-session";
 import { sessionMiddleware as expressSessions } from "atomic-session/express";
 import { sessionPlugin } from "atomic-session/fastify";
 import { sessionMiddleware as honoSessions } from "atomic-session/hono";
 import { withSessions } from "atomic-session/node";
+import { MemoryStore } from "atomic-session/stores/memory";
 import express from "express";
 import express4 from "express4";
 import Fastify from "fastify";
 import { type Context, Hono } from "hono";
+import { etag } from "hono/etag";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import {
   type AppHeaders,
@@ -196,4 +199,90 @@ for (const [name, start] of adapters) {
     });
     for (const scenario of scenarios) it(scenario.name, () => scenario.run(apps));
   });
+}
+
+describe("Hono: responses the scenarios do not build", () => {
+  const sessionApp = (manager: SessionManager) =>
+    new Hono()
+      .use(honoSessions(manager))
+      .get("/visit", async (c) => c.text(`visit ${await c.var.session.increment("visits")}`))
+      // Response.redirect's headers are immutable: the session's headers go on a copy.
+      .get("/away", async (c) => {
+        await c.var.session.increment("visits");
+        return Response.redirect("http://127.0.0.1/elsewhere", 302);
+      });
+
+  it("puts the session's cookie on a response whose headers are immutable (on @hono/node-server)", async () => {
+    const store = new MemoryStore();
+    const app = sessionApp(new SessionManager({ store }));
+    const server = await new Promise<Server>((resolve) => {
+      const started = serve({ fetch: app.fetch, hostname: "127.0.0.1", port: 0 }, () => resolve(started as Server));
+    });
+    const { url, close } = runningApp(server);
+    try {
+      const away = await fetch(`${url}/away`, { redirect: "manual" });
+      expect(away.status).toBe(302);
+      expect(away.headers.get("location")).toBe("http://127.0.0.1/elsewhere");
+      expect(away.headers.get("cache-control")).toBe("no-store");
+      expect(away.headers.get("vary")).toBe("Cookie");
+      const cookie = away.headers.getSetCookie()[0]?.split(";")[0];
+      expect(cookie).toMatch(/^sessionID=/);
+      // Two Cookie header lines: Node joins them with "; ", as a browser's one line would read.
+      const visit = await new Promise<string>((resolve, reject) => {
+        const request = createServerRequest(url, "/visit", ["Cookie", "other=1", "Cookie", cookie as string]);
+        request.on("response", (response) => {
+          let body = "";
+          response.on("data", (chunk) => (body += chunk)).on("end", () => resolve(body));
+        });
+        request.on("error", reject).end();
+      });
+      expect(visit).toBe("visit 2");
+    } finally {
+      await close();
+      await store.dispose();
+    }
+  });
+
+  it("keeps the session's headers when a middleware before it rebuilds the response (etag)", async () => {
+    const store = new MemoryStore();
+    const app = new Hono()
+      .use(etag())
+      .use(honoSessions(new SessionManager({ store })))
+      .get("/visit", async (c) => c.text(`visit ${await c.var.session.increment("visits")}`));
+    const server = await new Promise<Server>((resolve) => {
+      const started = serve({ fetch: app.fetch, hostname: "127.0.0.1", port: 0 }, () => resolve(started as Server));
+    });
+    const { url, close } = runningApp(server);
+    try {
+      const first = await fetch(`${url}/visit`);
+      expect(first.headers.get("etag")).toMatch(/^"/);
+      const cookie = first.headers.getSetCookie()[0]?.split(";")[0];
+      expect(cookie).toMatch(/^sessionID=/);
+      expect(first.headers.get("vary")).toBe("Cookie");
+      const second = await fetch(`${url}/visit`, { headers: { Cookie: cookie as string } });
+      expect(await second.text()).toBe("visit 2");
+    } finally {
+      await close();
+      await store.dispose();
+    }
+  });
+
+  it("reads the request from the web Request off @hono/node-server (app.request)", async () => {
+    const store = new MemoryStore();
+    const app = sessionApp(new SessionManager({ store, cookie: { secure: "auto" } }));
+    const first = await app.request("https://example.test/visit");
+    expect(await first.text()).toBe("visit 1");
+    const setCookie = first.headers.getSetCookie()[0] ?? "";
+    // The scheme of a runtime's own URL says HTTPS: the cookie is Secure.
+    expect(setCookie).toMatch(/; Secure/);
+    const second = await app.request("https://example.test/visit", { headers: { Cookie: setCookie.split(";")[0] as string } });
+    expect(await second.text()).toBe("visit 2");
+    await store.dispose();
+  });
+});
+
+/** A GET with raw header lines, as `fetch` cannot send (two Cookie lines). */
+function createServerRequest(base: string, path: string, headers: string[]) {
+  const { hostname, port } = new URL(base);
+  return httpRequest({ host: hostname, port: Number(port), path, method: "GET", headers: ["Host", `${hostname}:${port}`, ...headers] });
 }
