@@ -1,8 +1,15 @@
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context, MiddlewareHandler } from "hono";
 import type { RequestInfo, SessionManager } from "../core/manager.js";
 import type { Session } from "../core/session.js";
-import { requestInfoOf as nodeRequestInfoOf, type SessionHeaders, sessionErrorAnswer, sessionHeaders, varyWithCookie } from "./http.js";
+import {
+  requestInfoOf as nodeRequestInfoOf,
+  nodeResponseHeaders,
+  type SessionHeaders,
+  sessionErrorAnswer,
+  sessionHeaders,
+  varyWithCookie,
+} from "./http.js";
 
 declare module "hono" {
   interface ContextVariableMap {
@@ -17,15 +24,11 @@ export type SessionEnv = { Variables: { session: Session } };
 /** What `@hono/node-server` puts in `c.env`; absent on other runtimes. */
 interface NodeServerBindings {
   incoming?: IncomingMessage;
+  outgoing?: ServerResponse;
 }
 
-/** The request facts the core needs, read from a Hono context. */
+/** The request facts the core needs, read from a Hono context (off @hono/node-server). */
 function requestInfoOf(c: Context): RequestInfo {
-  const incoming = (c.env as NodeServerBindings | undefined)?.incoming;
-  // On @hono/node-server, read the Node request: its headers are parsed already, where
-  // `c.req.header()` first builds a web `Headers` of them all; and the URL's scheme can come
-  // from the request line (an absolute URI), which the client chooses, so the socket tells.
-  if (incoming?.headers !== undefined) return nodeRequestInfoOf(incoming);
   return {
     cookieHeader: c.req.header("cookie"),
     encrypted: new URL(c.req.url).protocol === "https:",
@@ -39,16 +42,13 @@ function requestInfoOf(c: Context): RequestInfo {
  * included): its cookie beside the application's with `Cache-Control: no-store`, and `Cookie`
  * added to the response's `Vary`. Done once the handler has answered, so a cookie set earlier
  * in the request was replaced rather than sent twice, and nothing the handler did to its own
- * headers can drop or undo it.
+ * headers can drop or undo it. On the response's own headers, as Hono's `cors` does; only a
+ * response whose headers are immutable (one from `fetch()`) is rebuilt, by `c.header()`.
  */
 function putSessionHeaders(c: Context, session: SessionHeaders): void {
   if (session.cookies.length === 0 && !session.varies) return;
   const headers = c.res.headers;
   const vary = session.varies ? varyWithCookie(headers.get("Vary") ?? undefined) : undefined;
-  // On the response's own headers, as Hono's cors middleware does: `c.header()` after the
-  // handler answered rebuilds the response around its body, which on @hono/node-server turns
-  // a plain text answer into a stream (a third of a request's CPU). Only a response whose
-  // headers are immutable (one from fetch()) takes that way.
   try {
     writeSessionHeaders(session, vary, (name, value, append) => (append ? headers.append(name, value) : headers.set(name, value)));
   } catch (error) {
@@ -69,16 +69,27 @@ function writeSessionHeaders(
   if (vary !== undefined) put("Vary", vary, false);
 }
 
+/** Answers a session error with its status, replacing the response Hono's error handler made for it. */
+function answerSessionError(c: Context): void {
+  // Hono has already turned a handler's error into c.res (app.onError): a session error gets its own answer.
+  const answer = c.error === undefined ? undefined : sessionErrorAnswer(c.error);
+  if (answer !== undefined) c.res = new Response(answer.body, { status: answer.status, headers: answer.headers });
+}
+
 /**
  * The Hono adapter: puts the request's session at `c.get("session")` (and `c.var.session`).
  * Every write is awaited inside the handler; the session's cookie goes on the handler's
  * response. A session error that carries a status (a store failure: 503 with `Retry-After`;
  * a race with a login: 409; a `Secure` cookie over plain HTTP: 403) is answered with that
  * status and the same JSON body as the node:http adapter; a store failure or a race with a
- * login hands out no session cookie. Works on any runtime; on `@hono/node-server` the socket
- * tells whether the request came over TLS. Use `@hono/node-server` 2.x: 1.x loses headers set
- * on `c.res.headers` (where this middleware sets them) when a middleware before it rebuilds the
- * response, such as `compress` (honojs/node-server#304).
+ * login hands out no session cookie. Works on any runtime.
+ *
+ * On `@hono/node-server` it works on the Node request and response, as the node:http adapter
+ * does: the socket tells whether the request came over TLS (the URL's scheme can come from
+ * the request line, which the client chooses), and the session's headers join the response's
+ * when the server writes them. Building them into the web `Response` instead (and reading the
+ * request's through a web `Headers`) cost as much CPU as the rest of the request; middleware
+ * after this one does not see them in `c.res.headers`.
  *
  * ```ts
  * const app = new Hono().use(sessionMiddleware(manager));
@@ -87,14 +98,19 @@ function writeSessionHeaders(
  */
 export function sessionMiddleware(manager: SessionManager): MiddlewareHandler<SessionEnv> {
   return async function session(c, next) {
+    const { incoming, outgoing } = (c.env as NodeServerBindings | undefined) ?? {};
+    if (incoming?.headers !== undefined && outgoing !== undefined && typeof outgoing.writeHead === "function") {
+      c.set("session", manager.open(nodeRequestInfoOf(incoming), nodeResponseHeaders(outgoing)));
+      await next();
+      answerSessionError(c);
+      return;
+    }
     let answered = false;
     const headers = sessionHeaders(() => answered);
     c.set("session", manager.open(requestInfoOf(c), headers));
     await next();
     answered = true;
-    // Hono has already turned a handler's error into c.res (app.onError): a session error gets its own answer.
-    const answer = c.error === undefined ? undefined : sessionErrorAnswer(c.error);
-    if (answer !== undefined) c.res = new Response(answer.body, { status: answer.status, headers: answer.headers });
+    answerSessionError(c);
     putSessionHeaders(c, headers);
   };
 }

@@ -277,6 +277,13 @@ describe("Hono: responses the scenarios do not build", () => {
     expect(setCookie).toMatch(/; Secure/);
     const second = await app.request("https://example.test/visit", { headers: { Cookie: setCookie.split(";")[0] as string } });
     expect(await second.text()).toBe("visit 2");
+    // Immutable headers (Response.redirect): the session's headers go on a copy.
+    const away = await app.request("https://example.test/away", { headers: { Cookie: setCookie.split(";")[0] as string } });
+    expect(away.status).toBe(302);
+    expect(away.headers.get("location")).toBe("http://127.0.0.1/elsewhere");
+    expect(away.headers.get("vary")).toBe("Cookie");
+    const visits = await app.request("https://example.test/visit", { headers: { Cookie: setCookie.split(";")[0] as string } });
+    expect(await visits.text()).toBe("visit 4");
     await store.dispose();
   });
 });
