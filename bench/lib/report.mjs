@@ -383,7 +383,7 @@ export function evaluateTargets(report) {
       min: 0.3,
       waitsOn: "SQLite's file writes",
       summary:
-        "better-sqlite3 runs each statement synchronously on the server's thread (file writes in system time), so SQLite's cost is all in the server's CPU.",
+        "SQLite runs on the store's worker thread, one transaction per turn for every request that arrived meanwhile (group commit); the CPU per request counts both threads: the HTTP exchange and the session on the server's, the hand-off (a message each way), the statements and the commit on the worker's. A new session inserts rows into two tables and their indexes, where an increment updates one row.",
       explain: (scenario) => {
         const memoryCpu = at.cpu("ours-node-memory", scenario);
         return memoryCpu === undefined
