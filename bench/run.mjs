@@ -613,7 +613,7 @@ function selectServers() {
   if (args.only === undefined) return SERVERS;
   const named = args.only.split(",").map((name) => name.trim());
   for (const name of named) if (!SERVERS.some((entry) => entry.name === name)) throw new Error(`unknown server ${name} (see --list)`);
-  const wanted = new Set(["bare", "express-session", ...named, ...named.flatMap((name) => COMPARED_WITH[name] ?? [])]);
+  const wanted = new Set(["bare", "bare-busy", "express-session", ...named, ...named.flatMap((name) => COMPARED_WITH[name] ?? [])]);
   return SERVERS.filter((entry) => wanted.has(entry.name));
 }
 
@@ -648,6 +648,8 @@ async function benchmark(redis, { fd, hcSkipped }) {
   };
   if (hcSkipped !== undefined) log(`! not measuring ${config.hcConnections} connections: ${hcSkipped}`);
   const measureHc = config.hcConnections !== undefined && hcSkipped === undefined;
+  // A control measured only with many connections has nothing to do without that measurement.
+  if (!measureHc) selected = selected.filter((entry) => !entry.highConcurrencyOnly);
   log(
     `${full ? "full" : "short"} run: ${config.runs} run(s) × ${selected.length} servers × ${scenarios.length} scenarios, ` +
       `${config.duration} s each after ${config.warmup} s warm-up, ${config.connections} connections; ` +
@@ -682,7 +684,7 @@ async function benchmark(redis, { fd, hcSkipped }) {
         continue;
       }
       try {
-        if (config.fixedRate !== undefined) {
+        if (config.fixedRate !== undefined && !entry.highConcurrencyOnly) {
           try {
             const check = await fixedRateCheck(server, entry.redis ? redis : undefined, run);
             loadRuns.push(check);
@@ -695,7 +697,7 @@ async function benchmark(redis, { fd, hcSkipped }) {
             failures.push({ server: entry.name, scenario: "fixed rate", run, error: error.message.split("\n")[0] });
           }
         }
-        for (const scenario of scenarios) {
+        for (const scenario of entry.highConcurrencyOnly ? [] : scenarios) {
           try {
             const measurement = await measure(server, scenario, entry.redis ? redis : undefined, run);
             measurements.push(measurement);

@@ -9,6 +9,13 @@
 import { createServer } from "node:http";
 import { join } from "node:path";
 
+/**
+ * The CPU the control server spends on each request, about what a session adds to a request
+ * on node:http: with many connections, it shows what being slower than the load generator
+ * does, with no session code at all.
+ */
+const BUSY_US = 20;
+
 /** Signs cookies for every server that signs them (express-session and @fastify/session require a secret; ours signs too, like for like). */
 const SECRET = "bench-secret-bench-secret-bench-secret-0123456789";
 
@@ -27,12 +34,21 @@ const SECRET = "bench-secret-bench-secret-bench-secret-0123456789";
  * @property {"baseline" | "anchor" | "ours"} group
  * @property {boolean} redis                whether it keeps sessions in the private Redis
  * @property {string[]} [requires]          files (relative to the repository) it needs
+ * @property {boolean} [highConcurrencyOnly] measured only in the high-concurrency measurement (a control)
  * @property {(context: ServerContext) => Promise<StartedServer>} start
  */
 
 /** @type {ServerEntry[]} */
 export const SERVERS = [
   { name: "bare", label: "bare node:http (no session)", group: "baseline", redis: false, start: bare },
+  {
+    name: "bare-busy",
+    label: `bare node:http + ${BUSY_US} µs of CPU per request (no session)`,
+    group: "baseline",
+    redis: false,
+    highConcurrencyOnly: true,
+    start: bareBusy,
+  },
   { name: "express-session", label: "express + express-session + connect-redis", group: "anchor", redis: true, start: expressSession },
   { name: "fastify-session", label: "fastify + @fastify/session + connect-redis", group: "anchor", redis: true, start: fastifySession },
   { name: "ours-node-memory", label: "ours node:http + memory", group: "ours", redis: false, start: (c) => oursNode(c, "memory") },
@@ -64,11 +80,19 @@ export const SERVERS = [
 
 const TEXT = { "Content-Type": "text/plain; charset=utf-8" };
 
+/**
+ * The listen backlog of every server here. Node's default (511) cannot hold the burst of the
+ * high-concurrency measurement, whose connections all open at once: past it the kernel drops
+ * handshakes, and a client whose SYN-ACK is resent 1, 3 and 7 s later times out before its
+ * first request, however fast the server answers. (The kernel caps it at net.core.somaxconn.)
+ */
+export const LISTEN_BACKLOG = 4096;
+
 /** Listens on a free 127.0.0.1 port and resolves it. */
 function listen(server) {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve(server.address().port));
+    server.listen({ port: 0, host: "127.0.0.1", backlog: LISTEN_BACKLOG }, () => resolve(server.address().port));
   });
 }
 
@@ -92,6 +116,18 @@ async function bare() {
     } else {
       res.writeHead(404).end();
     }
+  });
+  return { port: await listen(server), close: closer(server) };
+}
+
+/** The control: bare node:http that also keeps its one thread busy for BUSY_US per request. */
+async function bareBusy() {
+  let visits = 0;
+  const server = createServer((req, res) => {
+    const until = process.hrtime.bigint() + BigInt(BUSY_US * 1000);
+    while (process.hrtime.bigint() < until);
+    const body = req.url === "/count" ? `visits ${visits}\n` : `Hello World #${visits++}\n`;
+    res.writeHead(200, TEXT).end(body);
   });
   return { port: await listen(server), close: closer(server) };
 }
@@ -150,7 +186,7 @@ async function fastifySession({ redisUrl }) {
     reply.type("text/plain; charset=utf-8");
     return `visits ${request.session.get("visitCount") ?? 0}\n`;
   });
-  await app.listen({ port: 0, host: "127.0.0.1" });
+  await app.listen({ port: 0, host: "127.0.0.1", backlog: LISTEN_BACKLOG });
   return {
     port: app.server.address().port,
     close: async () => {
@@ -265,7 +301,7 @@ async function oursFastify({ dir, redisUrl }, store) {
     reply.type("text/plain; charset=utf-8");
     return countText(request.session);
   });
-  await app.listen({ port: 0, host: "127.0.0.1" });
+  await app.listen({ port: 0, host: "127.0.0.1", backlog: LISTEN_BACKLOG });
   return {
     port: app.server.address().port,
     close: async () => {
@@ -278,16 +314,13 @@ async function oursFastify({ dir, redisUrl }, store) {
 /** Our Hono middleware (atomic-session/hono) on @hono/node-server: the session is `c.get("session")`. */
 async function oursHono({ dir, redisUrl }, store) {
   const { Hono } = await import("hono");
-  const { serve } = await import("@hono/node-server");
+  const { createAdaptorServer } = await import("@hono/node-server");
   const { sessionMiddleware } = await import("atomic-session/hono");
   const { manager, dispose } = await oursManager(store, dir, redisUrl);
   const app = new Hono();
   app.use(sessionMiddleware(manager));
   app.get("/", async (c) => c.text(await visitText(c.get("session"))));
   app.get("/count", async (c) => c.text(await countText(c.get("session"))));
-  let server;
-  const port = await new Promise((resolve) => {
-    server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, (info) => resolve(info.port));
-  });
-  return { port, close: closer(server, dispose) };
+  const server = createAdaptorServer({ fetch: app.fetch });
+  return { port: await listen(server), close: closer(server, dispose) };
 }
