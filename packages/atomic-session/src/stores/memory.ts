@@ -293,6 +293,13 @@ function copy(record: StoredSession): StoredSession {
 let answering: (() => void)[] | undefined;
 
 /**
+ * The real `setImmediate`, taken when this module loads: a test that installs fake timers
+ * afterwards (`vi.useFakeTimers()`, Jest's) would otherwise leave every answer unsettled until
+ * it advanced them.
+ */
+const settleSoon = globalThis.setImmediate;
+
+/**
  * Runs `operation` now, so that it is atomic and in call order, and settles its promise
  * together with every other answer of this event-loop turn, once the loop has handled all the
  * I/O it read (`setImmediate`). A server then writes its responses to a burst of requests in
@@ -310,7 +317,7 @@ function answer<T>(operation: () => T): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     if (answering === undefined) {
       answering = [];
-      setImmediate(settleAnswers);
+      settleSoon(settleAnswers);
     }
     answering.push("error" in outcome ? () => reject(outcome.error) : () => resolve(outcome.value));
   });

@@ -9,7 +9,7 @@ import {
   newKey,
   openSession,
 } from "atomic-session/testing";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 
 describeStoreConformance("memory", async () => {
   const store = new MemoryStore();
@@ -86,6 +86,24 @@ describe("MemoryStore", () => {
     // now = 0 would still return an expired record that is held: the sweeper removed it.
     expect(await store.load(key, anyTime)).toBe("gone");
     await store.dispose();
+  });
+
+  it("answers under fake timers, as an application's tests install them", async () => {
+    vi.useFakeTimers();
+    const store = new MemoryStore();
+    const manager = managerFor(store);
+    try {
+      const first = openSession(manager);
+      expect(await first.session.increment("visits")).toBe(1);
+      const cookie = cookiePair(first.response.cookie);
+      expect(await openSession(manager, cookie).session.increment("visits")).toBe(2);
+      // The faked clock still decides expiry: past the idle timeout the session is gone.
+      vi.advanceTimersByTime(31 * 60_000);
+      expect(await openSession(manager, cookie).session.get("visits")).toBeUndefined();
+    } finally {
+      vi.useRealTimers();
+      await store.dispose();
+    }
   });
 
   it("rejects a bad maxEntries when created", () => {
