@@ -25,7 +25,12 @@ export interface SessionPluginOptions {
  */
 const sessionHeadersKey = Symbol("atomic-session headers");
 
-type ReplyWithSession = FastifyReply & { [sessionHeadersKey]: SessionHeaders | null };
+/**
+ * `null` until `onRequest` fills it in; `undefined` in a plugin context created before this
+ * plugin registered (Fastify copied the reply's shape then), when an earlier `onRequest` hook
+ * answered and ours never ran.
+ */
+type ReplyWithSession = FastifyReply & { [sessionHeadersKey]?: SessionHeaders | null };
 
 /**
  * Puts the session's headers on a reply about to be sent: its cookie beside the application's
@@ -65,7 +70,7 @@ const plugin: FastifyPluginCallback<SessionPluginOptions> = (fastify, options, d
   });
   fastify.addHook("onSend", function sendSessionHeaders(_request, reply, payload, hookDone) {
     const headers = (reply as ReplyWithSession)[sessionHeadersKey];
-    if (headers !== null) putSessionHeaders(reply, headers);
+    if (headers) putSessionHeaders(reply, headers);
     hookDone(null, payload);
   });
   done();

@@ -206,13 +206,13 @@ describe("Hono: responses the scenarios do not build", () => {
     new Hono()
       .use(honoSessions(manager))
       .get("/visit", async (c) => c.text(`visit ${await c.var.session.increment("visits")}`))
-      // Response.redirect's headers are immutable: the session's headers go on a copy.
+      // Response.redirect's headers are immutable: off @hono/node-server the session's headers go on a copy.
       .get("/away", async (c) => {
         await c.var.session.increment("visits");
         return Response.redirect("http://127.0.0.1/elsewhere", 302);
       });
 
-  it("puts the session's cookie on a response whose headers are immutable (on @hono/node-server)", async () => {
+  it("puts the session's cookie on a response whose headers are immutable (on @hono/node-server, in writeHead)", async () => {
     const store = new MemoryStore();
     const app = sessionApp(new SessionManager({ store }));
     const server = await new Promise<Server>((resolve) => {
@@ -293,3 +293,31 @@ function createServerRequest(base: string, path: string, headers: string[]) {
   const { hostname, port } = new URL(base);
   return httpRequest({ host: hostname, port: Number(port), path, method: "GET", headers: ["Host", `${hostname}:${port}`, ...headers] });
 }
+
+describe("Fastify: a plugin context created before the session plugin", () => {
+  it("answers normally when an earlier onRequest hook answered before the session opened", async () => {
+    const store = new MemoryStore();
+    const app = Fastify();
+    app.addHook("onRequest", async (request, reply) => {
+      if (request.url.endsWith("/blocked")) return reply.code(401).send("no");
+    });
+    // Created before sessionPlugin registers: its replies have the shape they had then.
+    app.register(async (child) => {
+      child.get("/early/blocked", async () => "never");
+      child.get("/early/visit", async (request) => `visit ${await request.session.increment("visits")}`);
+    });
+    await app.register(sessionPlugin, { manager: new SessionManager({ store }) });
+    try {
+      const blocked = await app.inject({ url: "/early/blocked" });
+      expect(blocked.statusCode).toBe(401);
+      expect(blocked.body).toBe("no");
+      expect(blocked.headers["set-cookie"]).toBeUndefined();
+      const visit = await app.inject({ url: "/early/visit" });
+      expect(visit.body).toBe("visit 1");
+      expect(String(visit.headers["set-cookie"])).toMatch(/^sessionID=/);
+    } finally {
+      await app.close();
+      await store.dispose();
+    }
+  });
+});
