@@ -1,3 +1,6 @@
+// node:timers' own setImmediate, not the global one: fake timers (vitest's, Jest's) replace the
+// global, and an application's tests under them would otherwise wait for ever on every answer.
+import { setImmediate as settleSoon } from "node:timers";
 import { SessionConfigError } from "../core/errors.js";
 import { addToStoredInteger, mergeMeta, touchMeta } from "../core/record.js";
 import type {
@@ -14,7 +17,8 @@ import type {
 export interface MemoryStoreOptions {
   /**
    * Most sessions held at once; past it the least recently used are evicted (1% of the
-   * capacity at a time). Default 10,000.
+   * capacity at a time), to within a quarter of the capacity: a record in use moves up only
+   * once that many others came after it. Default 10,000.
    */
   maxEntries?: number;
   /** How often expired records are swept. Default 60 s. */
@@ -28,8 +32,8 @@ const MAX_TIMER_MS = 2_147_483_647;
  * Sessions in this process's memory: for tests and single-process development. Everything
  * is lost on restart. Each operation runs synchronously when it is called, so each is atomic;
  * its promise settles with the others of the same event-loop turn (see {@link answer}).
- * Eviction is by least recent use, so a flood of new anonymous sessions evicts idle ones,
- * not active users.
+ * Eviction is by least recent use (to within a quarter of the capacity), so a flood of new
+ * anonymous sessions evicts idle ones, not active users.
  */
 export class MemoryStore implements SessionStore {
   readonly kind = "memory";
@@ -262,7 +266,7 @@ export class MemoryStore implements SessionStore {
   }
 
   /**
-   * Makes room by dropping the least recently used records (the front of the Map), 1% of the
+   * Makes room by dropping the records used longest ago (the front of the Map, see #use), 1% of the
    * capacity at a time: a Map's iterator walks over the holes deletions leave at its front, so
    * dropping one record per insert would cost a walk over thousands of holes each time.
    */
@@ -293,13 +297,6 @@ function copy(record: StoredSession): StoredSession {
 let answering: (() => void)[] | undefined;
 
 /**
- * The real `setImmediate`, taken when this module loads: a test that installs fake timers
- * afterwards (`vi.useFakeTimers()`, Jest's) would otherwise leave every answer unsettled until
- * it advanced them.
- */
-const settleSoon = globalThis.setImmediate;
-
-/**
  * Runs `operation` now, so that it is atomic and in call order, and settles its promise
  * together with every other answer of this event-loop turn, once the loop has handled all the
  * I/O it read (`setImmediate`). A server then writes its responses to a burst of requests in
@@ -316,8 +313,8 @@ function answer<T>(operation: () => T): Promise<T> {
   }
   return new Promise<T>((resolve, reject) => {
     if (answering === undefined) {
-      answering = [];
       settleSoon(settleAnswers);
+      answering = [];
     }
     answering.push("error" in outcome ? () => reject(outcome.error) : () => resolve(outcome.value));
   });

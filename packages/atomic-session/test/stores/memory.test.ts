@@ -100,6 +100,13 @@ describe("MemoryStore", () => {
       // The faked clock still decides expiry: past the idle timeout the session is gone.
       vi.advanceTimersByTime(31 * 60_000);
       expect(await openSession(manager, cookie).session.get("visits")).toBeUndefined();
+      // Fake timers installed before the store's module loads (a setup file) do not stop it either.
+      vi.resetModules();
+      const { MemoryStore: LoadedUnderFakeTimers } = await import("atomic-session/stores/memory");
+      const late = new LoadedUnderFakeTimers();
+      expect(LoadedUnderFakeTimers).not.toBe(MemoryStore);
+      await expect(late.ping()).resolves.toBeUndefined();
+      await late.dispose();
     } finally {
       vi.useRealTimers();
       await store.dispose();
